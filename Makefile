@@ -1,0 +1,33 @@
+# The course in two commands: `make lab` to learn, `make test` to check everything.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install lab test test-package test-notebooks exercises bench checkpoints doctor clean
+
+install: $(STAMP)
+
+# The stamp makes `make install` idempotent: a second run does nothing and
+# needs no network until pyproject.toml or constraints.txt change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab notebooks/00_welcome.ipynb
+
+test: install
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --nbval-lax notebooks solutions exercises
+
+exercises: install
+	$(BIN)/course exercises build
+
+doctor: install
+	$(BIN)/course doctor
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,40 @@
+"""Small helpers every notebook uses: seeding, device choice, parameter counts."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch so that a notebook gives the same numbers on every run.
+
+    Returns a fresh ``torch.Generator`` seeded with ``seed`` for code that
+    prefers an explicit generator to the global one.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    # Same numbers on every run of one machine: ask for deterministic kernels
+    # where PyTorch has them, and warn (not fail) where it does not.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device() -> torch.device:
+    """CUDA if present, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
+    """Number of scalar parameters in ``model`` (only those that learn, by default)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,299 @@
+"""The models of the course, all built from one transformer body.
+
+=================  ==========  =========  ============  ================================
+model              attention   norm       cross-attn.   head
+=================  ==========  =========  ============  ================================
+``Encoder``        full        selectable no            (features, notebook 03)
+``Decoder``        causal      selectable optional      (features, notebook 04)
+``EncoderDecoder`` both        selectable yes           next target token (notebook 04)
+``BERT``           full        post-norm  no            masked-LM, tied embeddings (05)
+``GPT``            causal      pre-norm   no            next token, tied embeddings (06)
+=================  ==========  =========  ============  ================================
+
+BERT and GPT differ in three lines of their ``__init__``: the mask
+(``causal``), where the layer norm sits (``norm_first``) and the head.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.attention import KVCache, padding_mask
+from course_lib.layers import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerBlock
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of a transformer. The defaults are the course's tiny models.
+
+    vocab_size: number of token ids.
+    max_len: longest sequence (positions 0 .. max_len - 1).
+    d_model: width of every token's vector.
+    n_heads: attention heads per layer (d_model must be divisible by it).
+    n_layers: blocks stacked.
+    d_ff: hidden width of the feed-forward network (usually 4 * d_model).
+    dropout: dropout probability while training.
+    norm_first: pre-norm (GPT-2) if True, post-norm (original paper, BERT)
+        if False. BERT and GPT ignore it and use their own.
+    positional: "learned" (BERT, GPT) or "sinusoidal" (original paper).
+    activation: "gelu" (BERT, GPT) or "relu" (original paper).
+    n_segments: BERT's segment (sentence A / B) embeddings.
+    """
+
+    vocab_size: int
+    max_len: int = 64
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    norm_first: bool = False
+    positional: str = "learned"
+    activation: str = "gelu"
+    n_segments: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "max_len", "d_model", "n_heads", "n_layers", "d_ff", "n_segments"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.positional not in ("learned", "sinusoidal"):
+            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TransformerBody(nn.Module):
+    """Token embeddings, positions and a stack of blocks: what every model here shares.
+
+    causal: each position sees only itself and earlier ones (decoders, GPT).
+    norm_first: pre-norm blocks, which need a final layer norm after the
+        stack; post-norm blocks instead normalise the embeddings before it
+        (as BERT does), so that every block receives normalised input.
+    cross_attention: blocks also attend to an encoder's output (``memory``).
+    """
+
+    def __init__(self, config: TransformerConfig, *, causal: bool, norm_first: bool, cross_attention: bool = False):
+        super().__init__()
+        self.config, self.causal, self.norm_first = config, causal, norm_first
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        positions = LearnedPositionalEmbedding if config.positional == "learned" else SinusoidalPositionalEncoding
+        self.position = positions(config.max_len, config.d_model)
+        self.embedding_norm = nn.Identity() if norm_first else nn.LayerNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.d_model, config.n_heads, config.d_ff, config.dropout, norm_first=norm_first,
+                             causal=causal, cross_attention=cross_attention, activation=config.activation)
+            for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.d_model) if norm_first else nn.Identity()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                extra_embeddings: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+                memory_mask: torch.Tensor | None = None, cache: list[KVCache] | None = None) -> torch.Tensor:
+        """Hidden states (B, T, d_model) of ``input_ids`` (B, T).
+
+        attention_mask: (B, T) bool or 0/1, True for real tokens; padded
+            keys are never attended to.
+        extra_embeddings: (B, T, d_model) added to the token embeddings
+            (BERT's segments).
+        memory, memory_mask: the encoder's output (B, Tm, d_model) and its
+            (B, Tm) real-token mask, for cross-attention.
+        cache: one ``KVCache`` per block; ``input_ids`` are then the tokens
+            that follow those already cached (generation).
+        """
+        self._check_input_ids(input_ids, start=len(cache[0]) if cache else 0)
+        start = len(cache[0]) if cache else 0
+        x = self.token_embedding(input_ids)  # (B, T, d_model)
+        if extra_embeddings is not None:
+            x = x + extra_embeddings
+        x = self.dropout(self.embedding_norm(self.position(x, start=start)))
+        key_mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
+        cross_mask = None if memory_mask is None else padding_mask(memory_mask)  # (B, 1, 1, Tm)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=key_mask, memory=memory, memory_mask=cross_mask,
+                      cache=None if cache is None else cache[i])
+        return self.final_norm(x)  # (B, T, d_model)
+
+    def _check_input_ids(self, input_ids, start: int) -> None:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32, torch.int):
+            raise TypeError(f"input_ids must be an integer tensor of shape (B, T), got "
+                            f"{type(input_ids).__name__} {getattr(input_ids, 'dtype', '')}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (B, T), got shape {tuple(input_ids.shape)}")
+        if start + input_ids.shape[1] > self.config.max_len:
+            raise ValueError(f"input_ids has {start + input_ids.shape[1]} positions"
+                             f"{f' (with {start} cached)' if start else ''}, more than max_len={self.config.max_len}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)][0].item()
+            raise ValueError(f"input_ids holds id {bad}, outside the vocabulary (0 to {self.config.vocab_size - 1})")
+
+
+class Encoder(TransformerBody):
+    """Transformer encoder (notebook 03): every position attends to every other."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config, causal=False, norm_first=config.norm_first)
+
+
+class Decoder(TransformerBody):
+    """Transformer decoder (notebook 04): causal self-attention, optionally cross-attention to an encoder."""
+
+    def __init__(self, config: TransformerConfig, cross_attention: bool = True):
+        super().__init__(config, causal=True, norm_first=config.norm_first, cross_attention=cross_attention)
+
+
+class EncoderDecoder(nn.Module):
+    """The original transformer: encode the source once, decode the target token by token."""
+
+    def __init__(self, source_config: TransformerConfig, target_config: TransformerConfig):
+        super().__init__()
+        if source_config.d_model != target_config.d_model:
+            raise ValueError(f"source and target d_model must match for cross-attention, got "
+                             f"{source_config.d_model} and {target_config.d_model}")
+        self.encoder = Encoder(source_config)
+        self.decoder = Decoder(target_config, cross_attention=True)
+        self.lm_head = nn.Linear(target_config.d_model, target_config.vocab_size)
+
+    def encode(self, source_ids: torch.Tensor, source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Ts) source ids -> memory (B, Ts, d_model)."""
+        return self.encoder(source_ids, attention_mask=source_mask)
+
+    def decode(self, target_ids: torch.Tensor, memory: torch.Tensor,
+               source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Tt) target ids so far and the memory -> next-token logits (B, Tt, target vocab)."""
+        hidden = self.decoder(target_ids, memory=memory, memory_mask=source_mask)
+        return self.lm_head(hidden)
+
+    def forward(self, source_ids: torch.Tensor, target_ids: torch.Tensor,
+                source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: logits (B, Tt, target vocab) for every target position at once."""
+        return self.decode(target_ids, self.encode(source_ids, source_mask), source_mask)
+
+    @torch.no_grad()
+    def greedy_decode(self, source_ids: torch.Tensor, bos_id: int, eos_id: int, max_len: int | None = None,
+                      source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Translate by always taking the most likely next token.
+
+        Returns (B, T) target ids starting with ``bos_id``; a row that has
+        produced ``eos_id`` keeps producing it, so finished rows are easy to cut.
+        """
+        max_len = max_len or self.decoder.config.max_len
+        memory = self.encode(source_ids, source_mask)  # encoded once, read at every step
+        target = torch.full((source_ids.shape[0], 1), bos_id, dtype=torch.long, device=source_ids.device)
+        finished = torch.zeros(source_ids.shape[0], dtype=torch.bool, device=source_ids.device)
+        for _ in range(max_len - 1):
+            next_ids = self.decode(target, memory, source_mask)[:, -1].argmax(-1)  # (B,)
+            next_ids = next_ids.masked_fill(finished, eos_id)
+            target = torch.cat([target, next_ids[:, None]], dim=1)
+            finished |= next_ids == eos_id
+            if finished.all():
+                break
+        return target
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's head: a dense layer, GELU, layer norm, then the token embeddings read backwards.
+
+    The output projection shares its weights with the token embedding
+    ("tied"): the score of token w is the dot product of the hidden state
+    with w's own embedding, plus a bias.
+    """
+
+    def __init__(self, config: TransformerConfig, token_embedding: nn.Embedding):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model)
+        self.token_embedding = token_embedding
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(F.gelu(self.dense(hidden)))  # (B, T, d_model)
+        return hidden @ self.token_embedding.weight.T + self.bias  # (B, T, vocab_size)
+
+
+class BERT(nn.Module):
+    """BERT (Devlin et al., 2018): a post-norm encoder pretrained by filling in blanks.
+
+    ``BERT(config)(input_ids, attention_mask=None)`` returns masked-LM logits
+    (B, T, vocab_size); ``encode`` returns the hidden states (B, T, d_model)
+    that fine-tuning builds on.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.body = TransformerBody(config, causal=False, norm_first=False)   # sees both sides; post-norm
+        self.segment_embedding = nn.Embedding(config.n_segments, config.d_model)
+        self.mlm_head = MaskedLMHead(config, self.body.token_embedding)       # fills in blanks
+        self.apply(_init_weights)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Contextual embeddings (B, T, d_model); position 0 is ``[CLS]``."""
+        if segment_ids is None:
+            segment_ids = torch.zeros_like(input_ids)
+        return self.body(input_ids, attention_mask, extra_embeddings=self.segment_embedding(segment_ids))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mlm_head(self.encode(input_ids, attention_mask, segment_ids))  # (B, T, vocab_size)
+
+
+class GPT(nn.Module):
+    """GPT (Radford et al., 2018; GPT-2 layout): a pre-norm causal decoder predicting the next token.
+
+    ``GPT(config)(input_ids)`` returns next-token logits (B, T, vocab_size):
+    ``logits[:, t]`` scores the token that follows ``input_ids[:, :t + 1]``.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.body = TransformerBody(config, causal=True, norm_first=True)     # sees only the past; pre-norm
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # predicts the next token
+        self.lm_head.weight = self.body.token_embedding.weight                # tied to the embeddings
+        self.apply(_init_weights)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               cache: list[KVCache] | None = None) -> torch.Tensor:
+        """Hidden states (B, T, d_model); position t has seen tokens 0..t only."""
+        return self.body(input_ids, attention_mask, cache=cache)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: list[KVCache] | None = None) -> torch.Tensor:
+        return self.lm_head(self.encode(input_ids, attention_mask, cache))  # (B, T, vocab_size)
+
+    def new_cache(self) -> list[KVCache]:
+        """An empty key/value cache, one per block, for ``generate``."""
+        return [KVCache() for _ in self.body.blocks]
+
+
+class ClassificationHead(nn.Module):
+    """A small MLP on one position's features: (B, d_model) -> (B, n_classes) logits."""
+
+    def __init__(self, d_model: int, n_classes: int, hidden: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        hidden = hidden or d_model
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, hidden), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Small normal weights (std 0.02) as in BERT and GPT-2: deep stacks train steadily from them."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,156 @@
+"""Blocks and models: parity with PyTorch, masks, shapes, BERT and GPT contracts."""
+import pytest
+import torch
+from torch import nn
+
+from course_lib.attention import causal_mask
+from course_lib.layers import DecoderBlock, EncoderBlock, FeedForward
+from course_lib.models import BERT, GPT, Decoder, Encoder, EncoderDecoder, TransformerConfig
+
+
+def copy_into_torch_layer(ours, theirs):
+    """Copy an EncoderBlock's weights into nn.TransformerEncoderLayer (or a decoder layer)."""
+    def copy_attention(mine, torch_mha):
+        torch_mha.in_proj_weight.data.copy_(torch.cat([mine.q_proj.weight, mine.k_proj.weight, mine.v_proj.weight]))
+        torch_mha.in_proj_bias.data.copy_(torch.cat([mine.q_proj.bias, mine.k_proj.bias, mine.v_proj.bias]))
+        torch_mha.out_proj.weight.data.copy_(mine.out_proj.weight)
+        torch_mha.out_proj.bias.data.copy_(mine.out_proj.bias)
+
+    copy_attention(ours.self_attention, theirs.self_attn)
+    theirs.linear1.load_state_dict(ours.feed_forward.linear1.state_dict())
+    theirs.linear2.load_state_dict(ours.feed_forward.linear2.state_dict())
+    theirs.norm1.load_state_dict(ours.norm1.state_dict())
+    if ours.cross_attention is not None:
+        copy_attention(ours.cross_attention, theirs.multihead_attn)
+        theirs.norm2.load_state_dict(ours.norm_cross.state_dict())
+        theirs.norm3.load_state_dict(ours.norm2.state_dict())
+    else:
+        theirs.norm2.load_state_dict(ours.norm2.state_dict())
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_encoder_block_equals_pytorch(norm_first, activation):
+    torch.manual_seed(0)
+    ours = EncoderBlock(32, 4, 64, dropout=0.1, norm_first=norm_first, activation=activation).eval()
+    theirs = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, activation=activation, batch_first=True,
+                                        norm_first=norm_first).eval()
+    copy_into_torch_layer(ours, theirs)
+    x = torch.randn(3, 7, 32)
+    real = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4]).bool()
+    mask = real[:, None, None, :]
+    expected = theirs(x, src_key_padding_mask=~real)
+    got = ours(x, mask=mask)
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_block_equals_pytorch(norm_first):
+    torch.manual_seed(1)
+    ours = DecoderBlock(32, 4, 64, norm_first=norm_first, activation="relu").eval()
+    theirs = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.0, batch_first=True, norm_first=norm_first).eval()
+    copy_into_torch_layer(ours, theirs)
+    x, memory = torch.randn(2, 6, 32), torch.randn(2, 9, 32)
+    expected = theirs(x, memory, tgt_mask=~causal_mask(6))  # PyTorch: True = may NOT attend
+    torch.testing.assert_close(ours(x, memory=memory), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_feed_forward_acts_on_each_position_alone():
+    ff = FeedForward(8, 16)
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(ff(x)[:, 2], ff(x[:, 2:3])[:, 0])
+    with pytest.raises(ValueError, match="activation"):
+        FeedForward(8, 16, activation="tanh")
+
+
+def tiny_config(**overrides):
+    settings = dict(vocab_size=50, max_len=16, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0)
+    settings.update(overrides)
+    return TransformerConfig(**settings)
+
+
+@pytest.mark.parametrize("model_class", [GPT, lambda c: Decoder(c, cross_attention=False)])
+def test_causal_outputs_never_depend_on_later_tokens(model_class):
+    torch.manual_seed(2)
+    model = model_class(tiny_config()).eval()
+    ids = torch.randint(0, 50, (3, 12))
+    changed = ids.clone()
+    changed[:, 7:] = torch.randint(0, 50, (3, 5))
+    before, after = model(ids), model(changed)
+    torch.testing.assert_close(before[:, :7], after[:, :7])
+    assert not torch.allclose(before[:, 7:], after[:, 7:])
+
+
+def test_encoder_and_bert_see_both_sides():
+    torch.manual_seed(3)
+    for model in (Encoder(tiny_config()).eval(), BERT(tiny_config()).eval()):
+        ids = torch.randint(7, 50, (2, 10))
+        changed = ids.clone()
+        changed[:, -1] = (ids[:, -1] + 1) % 43 + 7
+        assert not torch.allclose(model(ids)[:, 0], model(changed)[:, 0])
+
+
+def test_bert_padding_never_influences_real_tokens():
+    torch.manual_seed(4)
+    bert = BERT(tiny_config()).eval()
+    ids = torch.randint(7, 50, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    other = ids.clone()
+    other[1, 6:] = torch.randint(7, 50, (4,))
+    torch.testing.assert_close(bert(ids, mask)[1, :6], bert(other, mask)[1, :6])
+    torch.testing.assert_close(bert(ids, mask)[1, :6], bert(ids[1:, :6])[0])
+    assert bert.encode(ids).shape == (2, 10, 32)
+
+
+def test_contract_shapes_and_tied_heads():
+    config = tiny_config()
+    gpt, bert = GPT(config), BERT(config)
+    ids = torch.randint(0, 50, (2, 9))
+    assert gpt(ids).shape == (2, 9, 50) and bert(ids).shape == (2, 9, 50)
+    assert gpt.lm_head.weight is gpt.body.token_embedding.weight
+    assert bert.mlm_head.token_embedding.weight is bert.body.token_embedding.weight
+    # The three visible differences between the two.
+    assert gpt.body.causal and not bert.body.causal
+    assert gpt.body.norm_first and not bert.body.norm_first
+
+
+def test_clear_errors_for_bad_input():
+    gpt = GPT(tiny_config())
+    with pytest.raises(ValueError, match="max_len=16"):
+        gpt(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        gpt(torch.tensor([[1, 2, 50]]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        gpt(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(d_model=30)
+    with pytest.raises(ValueError, match="memory"):
+        Decoder(tiny_config())(torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_kv_cache_gives_the_same_logits_as_a_full_pass():
+    torch.manual_seed(5)
+    gpt = GPT(tiny_config()).eval()
+    ids = torch.randint(0, 50, (2, 10))
+    full = gpt(ids)
+    cache = gpt.new_cache()
+    pieces = [gpt(ids[:, :4], cache=cache)] + [gpt(ids[:, t:t + 1], cache=cache) for t in range(4, 10)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_decoder_shapes_and_greedy_decoding():
+    torch.manual_seed(6)
+    source, target = tiny_config(vocab_size=40), tiny_config(vocab_size=30, max_len=12)
+    model = EncoderDecoder(source, target).eval()
+    src = torch.randint(7, 40, (3, 9))
+    tgt = torch.randint(7, 30, (3, 5))
+    assert model(src, tgt).shape == (3, 5, 30)
+    out = model.greedy_decode(src, bos_id=5, eos_id=6, max_len=12)
+    assert out.shape[0] == 3 and out.shape[1] <= 12 and (out[:, 0] == 5).all()
+    # Greedy decoding is teacher forcing on its own output: each token is the argmax there.
+    logits = model(src, out[:, :-1])
+    finished_before = torch.cumsum(out[:, 1:] == 6, dim=1) - (out[:, 1:] == 6).long() > 0
+    predicted = logits.argmax(-1)
+    assert (predicted[~finished_before] == out[:, 1:][~finished_before]).all()

@@ -1,0 +1,162 @@
+"""One small training loop, shared by every notebook that trains a model.
+
+    for step in range(steps):
+        batch = next batch                      # random rows of the training tensors
+        loss = loss_fn(model, batch)            # the objective is the caller's
+        loss.backward()
+        clip the gradient norm                  # one bad batch cannot blow up the weights
+        optimizer.step()                        # AdamW
+        scheduler: linear warm-up, then cosine decay of the learning rate
+        every eval_every steps: evaluate and record
+
+It returns a ``History`` that ``viz.plot_history`` draws.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``steps`` counts optimizer updates."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1      # the learning rate decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must be an int between 0 and steps={self.steps}, got {self.warmup_steps!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class History:
+    """What happened while training: the training loss at every step, evaluations now and then."""
+
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    tokens_seen: int = 0
+
+    def record_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self.eval_steps.append(step)
+        for name, value in metrics.items():
+            self.eval_metrics.setdefault(name, []).append(float(value))
+
+    def last(self, name: str) -> float:
+        """The latest value of an evaluation metric."""
+        if name not in self.eval_metrics:
+            raise KeyError(f"no metric {name!r}; recorded: {sorted(self.eval_metrics)}")
+        return self.eval_metrics[name][-1]
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``config.lr``, then cosine decay to ``lr * min_lr_ratio``.
+
+    Warm-up keeps Adam's first, poorly estimated updates small; the decay lets
+    the weights settle at the end.
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def random_batches(tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator) -> Iterator[tuple]:
+    """Forever: tuples of the same random rows of every tensor (one shuffle per epoch)."""
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"tensors must share their first dimension, got lengths {[len(t) for t in tensors]}")
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training rows")
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            rows = order[start:start + batch_size]
+            yield tuple(t[rows] for t in tensors)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: decaying biases, norms and embeddings' scale helps nothing."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
+
+
+def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Module, tuple], torch.Tensor],
+          config: TrainConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+          progress: bool = True, max_seconds: float | None = None, tokens_per_batch: int = 0) -> History:
+    """Train ``model`` on ``batches`` by minimising ``loss_fn(model, batch)``.
+
+    evaluate: called every ``config.eval_every`` steps and at the end, in
+        eval mode without gradients; returns named metrics.
+    progress: show a tqdm progress bar (off in tests).
+    max_seconds: stop early, after an evaluation, once this much time has passed.
+    tokens_per_batch: added to ``History.tokens_seen`` at every step.
+    """
+    optimizer = make_optimizer(model, config)
+    history = History()
+    start_time = time.perf_counter()
+    bar = tqdm(range(config.steps), disable=not progress, desc="training", leave=True)
+    model.train()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        loss = loss_fn(model, next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+
+        history.steps.append(step)
+        history.train_loss.append(loss.item())
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        history.tokens_seen += tokens_per_batch
+        last_step = step == config.steps - 1
+        out_of_time = max_seconds is not None and time.perf_counter() - start_time > max_seconds
+        if evaluate is not None and ((step + 1) % config.eval_every == 0 or last_step or out_of_time):
+            history.record_eval(step, run_evaluation(model, evaluate))
+        if progress:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if out_of_time:
+            break
+    bar.close()
+    model.eval()
+    history.seconds = time.perf_counter() - start_time
+    return history
+
+
+def run_evaluation(model: nn.Module, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode without gradients, restoring the previous mode."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        metrics = evaluate(model)
+    model.train(was_training)
+    return metrics

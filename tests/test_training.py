@@ -1,0 +1,70 @@
+"""The shared training loop: schedule, batches, determinism, that it learns."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.models import GPT, TransformerConfig
+from course_lib.training import TrainConfig, learning_rate, random_batches, train
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    rates = [learning_rate(step, config) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4)
+    assert rates[9] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_random_batches_cover_every_row_once_per_epoch():
+    data = torch.arange(12)
+    batches = random_batches([data, data * 10], batch_size=4, generator=torch.Generator().manual_seed(0))
+    epoch = [next(batches) for _ in range(3)]
+    assert sorted(torch.cat([b[0] for b in epoch]).tolist()) == list(range(12))
+    assert all((b[1] == b[0] * 10).all() for b in epoch)
+    with pytest.raises(ValueError, match="first dimension"):
+        next(random_batches([data, data[:5]], 4, torch.Generator()))
+    with pytest.raises(ValueError, match="batch_size=20"):
+        next(random_batches([data], 20, torch.Generator()))
+
+
+def copy_task(steps, seed=0):
+    """A GPT learns to repeat the first half of each row in the second half."""
+    torch.manual_seed(seed)
+    first_half = torch.randint(1, 10, (512, 6), generator=torch.Generator().manual_seed(seed))
+    data = torch.cat([first_half, first_half], dim=1)
+    model = GPT(TransformerConfig(vocab_size=10, max_len=12, d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0))
+
+    def loss_fn(model, batch):
+        (ids,) = batch
+        logits = model(ids[:, :-1])
+        return F.cross_entropy(logits[:, 5:].reshape(-1, 10), ids[:, 6:].reshape(-1))
+
+    def evaluate(model):
+        logits = model(data[:128, :-1])
+        return {"copy_accuracy": (logits[:, 5:].argmax(-1) == data[:128, 6:]).float().mean().item()}
+
+    config = TrainConfig(steps=steps, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=50)
+    batches = random_batches([data], config.batch_size, torch.Generator().manual_seed(seed))
+    return train(model, batches, loss_fn, config, evaluate, progress=False, tokens_per_batch=32 * 11)
+
+
+def test_training_learns_and_records_history():
+    history = copy_task(steps=200)
+    assert history.last("copy_accuracy") > 0.95
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert len(history.steps) == len(history.train_loss) == len(history.lr) == 200
+    assert history.eval_steps == [49, 99, 149, 199]
+    assert history.tokens_seen == 200 * 32 * 11
+
+
+def test_training_is_deterministic():
+    assert copy_task(steps=30).train_loss == copy_task(steps=30).train_loss
+
+
+def test_bad_configuration():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(steps=10, warmup_steps=20)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)

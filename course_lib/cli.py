@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,27 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check that this environment can run the course")
     doctor.set_defaults(run=_run_doctor)
 
+    exercises = commands.add_parser("exercises", help="generate the exercise notebooks from the solutions notebooks")
+    exercises_commands = exercises.add_subparsers(dest="exercises_command", required=True)
+    exercises_build = exercises_commands.add_parser(
+        "build", help="write exercises/NN_name.ipynb for every solutions/NN_name.ipynb"
+    )
+    exercises_build.add_argument(
+        "--force", action="store_true", help="replace edited exercise notebooks (a backup is kept next to each)"
+    )
+    exercises_check = exercises_commands.add_parser(
+        "check", help="fail when exercises/ is not exactly what `exercises build` would write"
+    )
+    for exercises_command in (exercises_build, exercises_check):
+        exercises_command.add_argument(
+            "--solutions", default="solutions", help="the source notebooks (default: solutions)"
+        )
+        exercises_command.add_argument(
+            "--exercises", default="exercises", help="the generated notebooks (default: exercises)"
+        )
+    exercises_build.set_defaults(run=_run_exercises_build)
+    exercises_check.set_defaults(run=_run_exercises_check)
+
     return parser
 
 
@@ -23,6 +45,18 @@ def _run_doctor(args: argparse.Namespace) -> int:
     from course_lib.doctor import run_doctor
 
     return run_doctor()
+
+
+def _run_exercises_build(args: argparse.Namespace) -> int:
+    from course_lib.exercises import run_build_command
+
+    return run_build_command(Path(args.solutions), Path(args.exercises), force=args.force)
+
+
+def _run_exercises_check(args: argparse.Namespace) -> int:
+    from course_lib.exercises import run_check_command
+
+    return run_check_command(Path(args.solutions), Path(args.exercises))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,496 @@
+"""Learner-facing checks: instant, specific feedback on an exercise.
+
+A check calls the learner's function on a few cases, compares every answer
+with a reference implementation and shows one line per case. When a wrong
+answer looks like a mistake we know (normalising over the wrong dimension,
+forgetting to divide, ...), the line names it in a hint.
+
+Every check keeps one promise: ``check_<function>(learner_fn)`` returns a
+:class:`CheckResult` whose ``bool()`` is True only when every case passed,
+and it never raises, whatever the learner's function does. Ending a notebook
+cell with ``check_softmax(softmax)`` shows the verdict; the verdict text holds
+no timings or memory addresses, so notebooks can pin it with
+``# NBVAL_CHECK_OUTPUT``.
+
+A new check is a reference, a few cases and the known mistakes::
+
+    def check_causal_mask(learner_fn):
+        \"\"\"Check exercise 04: ``causal_mask(T)``.\"\"\"
+        return check_function(
+            learner_fn,
+            exercise="04.causal_mask",
+            reference=lambda T: torch.ones(T, T, dtype=torch.bool).tril(),
+            cases=[Case("T=1", (1,)), Case("T=5", (5,))],
+            mistakes=[
+                Mistake(
+                    "True above the diagonal: position i would see the future. Use tril, not triu.",
+                    same_output_as(lambda T: torch.ones(T, T, dtype=torch.bool).triu()),
+                ),
+            ],
+        )
+"""
+from __future__ import annotations
+
+import copy
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+# Notebook outputs of a check carry its summary under this MIME type, so a
+# grader can read verdicts from an executed notebook without parsing text.
+# JupyterLab has no renderer for it and simply shows the text or HTML.
+SUMMARY_MIME_TYPE = "application/vnd.course-lib.check+json"
+
+STATUSES = ("passed", "failed", "not implemented")
+
+_EXERCISE_ID = re.compile(r"^\d\d\.[A-Za-z_]\w*$")
+_PREVIEW_VALUES = 6
+
+
+# ---------------------------------------------------------------------------
+# Describing a check: cases and known mistakes
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the learner's function: ``fn(*args, **kwargs)``.
+
+    ``description`` is what the learner reads on the verdict line, so write
+    it for them ("x of shape (2, 3), dim=0"). ``atol`` and ``rtol`` are the
+    tolerances of the comparison with the reference (as in ``torch.isclose``).
+    The defaults absorb float32 rounding, which differs between correct
+    methods (logsumexp near 1000 is off by about 1e-5 relative), and are far
+    tighter than the difference any real mistake makes.
+    """
+
+    description: str
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.description, str) or not self.description:
+            raise ValueError(f"description must be a non-empty str, got {self.description!r}")
+        if not isinstance(self.args, tuple):
+            raise TypeError(f"args must be a tuple, got {type(self.args).__name__}")
+        if not isinstance(self.kwargs, Mapping):
+            raise TypeError(f"kwargs must be a mapping, got {type(self.kwargs).__name__}")
+
+    def fresh_inputs(self) -> tuple[tuple, dict]:
+        """Deep copies of the inputs (tensors and generators included).
+
+        Every call gets its own copy, so a function that changes its input in
+        place, or draws from a generator, cannot change what the next call sees.
+        """
+        return copy.deepcopy((self.args, dict(self.kwargs)))
+
+    def call(self, fn: Callable) -> Any:
+        """``fn`` applied to fresh copies of the inputs."""
+        args, kwargs = self.fresh_inputs()
+        return fn(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong pattern and the hint shown when a wrong answer shows it.
+
+    ``shows_in(received, case)`` says whether the output ``received`` of a
+    failed case looks like this mistake. It may raise: an exception simply
+    means "no".
+    """
+
+    hint: str
+    shows_in: Callable[[Any, Case], bool]
+
+
+def same_output_as(wrong_fn: Callable) -> Callable[[Any, Case], bool]:
+    """A ``shows_in`` test: the answer equals what ``wrong_fn`` returns on the same case.
+
+    ``wrong_fn`` is a known-wrong implementation, e.g. softmax over the wrong
+    dimension. NaN matches NaN here, so an implementation that overflows is
+    recognised by its NaNs.
+    """
+    if not callable(wrong_fn):
+        raise TypeError(f"wrong_fn must be callable, got {type(wrong_fn).__name__}")
+
+    def shows_in(received: Any, case: Case) -> bool:
+        return describe_difference(case.call(wrong_fn), received, atol=case.atol, rtol=case.rtol) is None
+
+    return shows_in
+
+
+def contains_nan_or_inf(received: Any, case: Case) -> bool:
+    """A ``shows_in`` test: the answer is a floating tensor with a NaN or an infinity."""
+    return isinstance(received, torch.Tensor) and received.is_floating_point() and not received.isfinite().all()
+
+
+# ---------------------------------------------------------------------------
+# Comparing an answer with the expected output
+# ---------------------------------------------------------------------------
+
+
+def describe_difference(expected: Any, received: Any, *, atol: float, rtol: float) -> str | None:
+    """``None`` when ``received`` matches ``expected``, otherwise what differs, for a learner.
+
+    Tensors must have the expected shape; floating tensors must be close
+    (NaN counts as equal to NaN), other dtypes must be the same dtype and
+    equal. Tuples are compared item by item; anything else with ``==``.
+    """
+    if received is None and expected is not None:
+        return "received None: did you forget the `return` statement?"
+    if isinstance(expected, tuple):
+        return _describe_tuple_difference(expected, received, atol=atol, rtol=rtol)
+    if isinstance(expected, torch.Tensor):
+        return _describe_tensor_difference(expected, received, atol=atol, rtol=rtol)
+    if type(received) is not type(expected):
+        return f"expected a {type(expected).__name__}, received a {type(received).__name__}"
+    if expected != received:
+        return f"expected {expected!r}, received {received!r}"
+    return None
+
+
+def _describe_tuple_difference(expected: tuple, received: Any, *, atol: float, rtol: float) -> str | None:
+    if not isinstance(received, (tuple, list)):
+        return f"expected a tuple of {len(expected)} items, received a {type(received).__name__}"
+    if len(received) != len(expected):
+        return f"expected a tuple of {len(expected)} items, received {len(received)} items"
+    for position, (expected_item, received_item) in enumerate(zip(expected, received)):
+        difference = describe_difference(expected_item, received_item, atol=atol, rtol=rtol)
+        if difference is not None:
+            return f"item {position} of the tuple: {difference}"
+    return None
+
+
+def _describe_tensor_difference(expected: torch.Tensor, received: Any, *, atol: float, rtol: float) -> str | None:
+    if not isinstance(received, torch.Tensor):
+        return f"expected a torch.Tensor, received a {type(received).__name__}"
+    if received.shape != expected.shape:
+        return f"expected shape {tuple(expected.shape)}, received shape {tuple(received.shape)}"
+    received = received.detach().cpu()
+    if expected.is_floating_point():
+        # Any floating dtype is accepted: float64 answers to float32 questions are fine.
+        if not received.is_floating_point():
+            return f"expected floating-point values, received dtype {received.dtype}"
+        matches = torch.isclose(received.to(expected.dtype), expected, rtol=rtol, atol=atol, equal_nan=True)
+    else:
+        if received.dtype != expected.dtype:
+            return f"expected dtype {expected.dtype}, received dtype {received.dtype}"
+        matches = received == expected
+    if matches.all():
+        return None
+    return _describe_value_difference(expected, received, matches)
+
+
+def _describe_value_difference(expected: torch.Tensor, received: torch.Tensor, matches: torch.Tensor) -> str:
+    """Where the values differ, and a preview of both tensors."""
+    n_wrong = int((~matches).sum())
+    first_wrong = tuple(int(i) for i in (~matches).nonzero()[0])
+    lines = [f"values differ at {n_wrong} of {matches.numel()} positions (first at index {first_wrong})"]
+    if received.is_floating_point() and not received.isfinite().all() and expected.isfinite().all():
+        lines.append("received contains NaN or inf")
+    lines.append(f"expected shape {tuple(expected.shape)}: {_preview(expected)}")
+    lines.append(f"received shape {tuple(received.shape)}: {_preview(received)}")
+    return "\n".join(lines)
+
+
+def _preview(tensor: torch.Tensor) -> str:
+    """The first few values, 4 significant digits: enough to see the pattern, short enough to read."""
+    values = tensor.flatten()[:_PREVIEW_VALUES].tolist()
+    if tensor.is_floating_point():
+        shown = [f"{value:.4g}" for value in values]
+    else:
+        shown = [str(value) for value in values]
+    more = ", ..." if tensor.numel() > _PREVIEW_VALUES else ""
+    return "[" + ", ".join(shown) + more + "]"
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The verdict on one case. ``details`` says what went wrong; ``hint`` names a known mistake."""
+
+    description: str
+    passed: bool
+    details: str = ""
+    hint: str = ""
+    not_implemented: bool = False
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one exercise: truthy only when every case passed.
+
+    Displayed in a notebook (or printed) it shows one line per case; its
+    :meth:`summary` is the machine-readable version for a grader.
+    """
+
+    exercise: str
+    function_name: str
+    cases: tuple[CaseResult, ...]
+    note: str = ""
+
+    @property
+    def n_total(self) -> int:
+        return len(self.cases)
+
+    @property
+    def n_passed(self) -> int:
+        return sum(case.passed for case in self.cases)
+
+    @property
+    def status(self) -> str:
+        """One of ``STATUSES``: "not implemented" when every case raised NotImplementedError."""
+        if self.cases and all(case.not_implemented for case in self.cases):
+            return "not implemented"
+        if self.cases and self.n_passed == self.n_total:
+            return "passed"
+        return "failed"
+
+    def __bool__(self) -> bool:
+        return self.status == "passed"
+
+    def summary(self) -> dict:
+        """What a grader needs: exercise id, function, status and counts (JSON-serialisable)."""
+        return {
+            "exercise": self.exercise,
+            "function": self.function_name,
+            "status": self.status,
+            "n_passed": self.n_passed,
+            "n_total": self.n_total,
+        }
+
+    def report(self) -> str:
+        """The verdict as text: a headline, then one line per case with details and hints."""
+        headline = f"{self.function_name} (exercise {self.exercise}): "
+        if self.status == "not implemented":
+            return headline + (
+                "not implemented yet.\n"
+                "  Replace `raise NotImplementedError()` with your code, run that cell, then run this check again."
+            )
+        if self.status == "passed":
+            headline += f"all {self.n_total} cases passed."
+        else:
+            headline += f"{self.n_passed} of {self.n_total} cases passed."
+        lines = [headline]
+        if self.note:
+            lines.append(f"  {self.note}")
+        for case in self.cases:
+            lines.append(f"  {'✓' if case.passed else '✗'} {case.description}")
+            lines.extend(f"      {detail_line}" for detail_line in case.details.splitlines())
+        # One mistake usually fails several cases: name each hint once, after the cases.
+        hints = list(dict.fromkeys(case.hint for case in self.cases if case.hint))
+        lines.extend(f"  hint: {hint}" for hint in hints)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    # The full report as repr: a notebook cell or a REPL ending with a
+    # check call shows the verdict, not an opaque object.
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour = {"passed": "#2e7d32", "failed": "#c62828", "not implemented": "#9e6a03"}[self.status]
+        return (
+            f'<pre style="border-left: 4px solid {colour}; padding-left: 0.75em">'
+            f"{html.escape(self.report())}</pre>"
+        )
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
+        return {SUMMARY_MIME_TYPE: self.summary()}
+
+
+# ---------------------------------------------------------------------------
+# Running a check
+# ---------------------------------------------------------------------------
+
+
+def check_function(
+    learner_fn: Any,
+    *,
+    exercise: str,
+    reference: Callable,
+    cases: Sequence[Case],
+    mistakes: Sequence[Mistake] = (),
+) -> CheckResult:
+    """Compare ``learner_fn`` with ``reference`` on every case; never raises because of ``learner_fn``.
+
+    ``exercise`` is the id ``"NN.function_name"``. ``mistakes`` are tried in
+    order on each failed case; the first one that shows gives the hint, so
+    put the most specific first.
+    """
+    if not isinstance(exercise, str) or not _EXERCISE_ID.match(exercise):
+        raise ValueError(
+            f"exercise must look like '00.softmax' (notebook number, dot, function name), got {exercise!r}"
+        )
+    if not callable(reference):
+        raise TypeError(f"reference must be callable, got {type(reference).__name__}")
+    if not cases or not all(isinstance(case, Case) for case in cases):
+        raise ValueError(f"cases must be a non-empty sequence of Case, got {cases!r}")
+    if not all(isinstance(mistake, Mistake) for mistake in mistakes):
+        raise TypeError(f"mistakes must be a sequence of Mistake, got {mistakes!r}")
+
+    function_name = exercise.split(".", 1)[1]
+    note = ""
+    if not callable(learner_fn):
+        note = (
+            f"{function_name} should be a function, but a {type(learner_fn).__name__} was given: "
+            f"pass the function itself, check_{function_name}({function_name}), without calling it."
+        )
+    results = tuple(_run_case(learner_fn, reference, case, mistakes) for case in cases)
+    return CheckResult(exercise=exercise, function_name=function_name, cases=results, note=note)
+
+
+def _run_case(learner_fn: Any, reference: Callable, case: Case, mistakes: Sequence[Mistake]) -> CaseResult:
+    expected = case.call(reference)
+    args, kwargs = case.fresh_inputs()
+    try:
+        received = learner_fn(*args, **kwargs)
+    except NotImplementedError:
+        return CaseResult(case.description, passed=False, details="not implemented yet", not_implemented=True)
+    except Exception as error:  # the learner's bug is a failed case, never a crash of the check
+        return CaseResult(
+            case.description,
+            passed=False,
+            details=f"your function raised {_describe_error(error)}",
+            hint=_hint_for_error(error),
+        )
+
+    try:
+        difference = describe_difference(expected, received, atol=case.atol, rtol=case.rtol)
+    except Exception as error:  # an exotic return value that cannot even be compared
+        difference = f"could not compare your answer with the expected one: {_describe_error(error)}"
+    if difference is not None:
+        hint = _first_hint(mistakes, received, case)
+        return CaseResult(case.description, passed=False, details=difference, hint=hint)
+    if _inputs_changed(case, args, kwargs):
+        # The answer is right, but a caller's tensor was overwritten: later cells would compute on garbage.
+        return CaseResult(
+            case.description,
+            passed=False,
+            details="the answer is right, but your function changed its input in place",
+            hint="compute a new tensor instead of modifying x (avoid x -= ..., x /= ..., x.sub_(...)).",
+        )
+    return CaseResult(case.description, passed=True)
+
+
+def _first_hint(mistakes: Sequence[Mistake], received: Any, case: Case) -> str:
+    for mistake in mistakes:
+        try:
+            if mistake.shows_in(received, case):
+                return mistake.hint
+        except Exception:  # a detector that cannot handle this answer just does not recognise it
+            continue
+    return ""
+
+
+def _inputs_changed(case: Case, args: tuple, kwargs: dict) -> bool:
+    """Whether the learner's copies of the input tensors differ from the case's originals."""
+    originals = list(case.args) + [case.kwargs[name] for name in sorted(case.kwargs)]
+    after_call = list(args) + [kwargs[name] for name in sorted(kwargs)]
+    for original, after in zip(originals, after_call):
+        if isinstance(original, torch.Tensor) and describe_difference(original, after, atol=0.0, rtol=0.0) is not None:
+            return True
+    return False
+
+
+def _describe_error(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _hint_for_error(error: Exception) -> str:
+    """A hint for the one error almost everyone meets in tensor code: shapes that do not broadcast."""
+    if isinstance(error, RuntimeError) and "must match the size of tensor" in str(error):
+        return (
+            "two tensors' shapes do not broadcast. A reduction such as .sum(dim) or .max(dim) "
+            "drops that dimension unless you pass keepdim=True."
+        )
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# Exercise 00: softmax
+# ---------------------------------------------------------------------------
+
+
+def _softmax_reference(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return torch.softmax(x, dim=dim)
+
+
+def _softmax_over_last_dim(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return torch.softmax(x, dim=-1)
+
+
+def _softmax_over_first_dim(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return torch.softmax(x, dim=0)
+
+
+def _does_not_sum_to_one(received: torch.Tensor, case: Case) -> bool:
+    dim = case.kwargs.get("dim", -1)
+    sums = received.sum(dim=dim)
+    return not torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
+
+
+_SOFTMAX_2D = torch.tensor([[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0]])
+_SOFTMAX_3D = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+
+_SOFTMAX_CASES = (
+    Case("x of shape (4,), default dim", (torch.tensor([1.0, 2.0, 3.0, 4.0]),)),
+    Case("x of shape (2, 3), dim=-1", (_SOFTMAX_2D,), {"dim": -1}),
+    Case("x of shape (2, 3), dim=0", (_SOFTMAX_2D,), {"dim": 0}),
+    Case("x of shape (2, 3), dim=1", (_SOFTMAX_2D,), {"dim": 1}),
+    Case("x of shape (2, 3, 4), dim=1", (_SOFTMAX_3D,), {"dim": 1}),
+    Case("x of shape (2, 3, 4), dim=-1", (_SOFTMAX_3D,), {"dim": -1}),
+    Case("large values x = [1000, 1001, 1002]", (torch.tensor([1000.0, 1001.0, 1002.0]),)),
+    Case("very negative values x = [-1000, -1001, -1002]", (torch.tensor([-1000.0, -1001.0, -1002.0]),)),
+    Case(
+        "rows on very different scales, dim=-1",
+        (torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -1001.0, -1002.0]]),),
+        {"dim": -1},
+    ),
+)
+
+_WRONG_DIM_HINT = (
+    "the values were normalised over the wrong dimension. Use the `dim` argument in every "
+    "reduction, e.g. x.max(dim=dim, keepdim=True) and .sum(dim=dim, keepdim=True)."
+)
+
+_SOFTMAX_MISTAKES = (
+    Mistake(
+        "exp() of a large number overflows to inf (and inf / inf is NaN), exp() of a very negative one "
+        "underflows to 0 (and 0 / 0 is NaN). Subtract the maximum along `dim` before exponentiating: "
+        "x - x.max(dim=dim, keepdim=True).values.",
+        contains_nan_or_inf,
+    ),
+    Mistake(_WRONG_DIM_HINT, same_output_as(_softmax_over_last_dim)),
+    Mistake(_WRONG_DIM_HINT, same_output_as(_softmax_over_first_dim)),
+    Mistake(
+        "the values along `dim` do not add up to 1: did you forget to divide the exponentials by their sum?",
+        _does_not_sum_to_one,
+    ),
+)
+
+
+def check_softmax(learner_fn: Any) -> CheckResult:
+    """Check exercise 00: a numerically stable ``softmax(x, dim=-1)``.
+
+    The cases cover 1-D, 2-D and 3-D inputs, the default ``dim`` and explicit
+    ``dim`` = -1, 0 and 1, and inputs so large or so negative that exp()
+    alone overflows or underflows.
+    """
+    return check_function(
+        learner_fn,
+        exercise="00.softmax",
+        reference=_softmax_reference,
+        cases=_SOFTMAX_CASES,
+        mistakes=_SOFTMAX_MISTAKES,
+    )

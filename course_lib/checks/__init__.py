@@ -1,0 +1,17 @@
+"""Learner-facing checks: instant, specific feedback on every exercise.
+
+``check_<function>(learner_fn)`` runs the learner's function on a few cases,
+compares with a reference and names known mistakes in hints. The framework
+is in ``framework.py``; each group of exercises has its own module.
+"""
+from course_lib.checks.framework import (
+    STATUSES, SUMMARY_MIME_TYPE, Case, CaseResult, CheckResult, Mistake, check_function, contains_nan_or_inf,
+    describe_difference, same_output_as,
+)
+from course_lib.checks.softmax import check_softmax
+
+__all__ = [
+    "STATUSES", "SUMMARY_MIME_TYPE", "Case", "CaseResult", "CheckResult", "Mistake", "check_function",
+    "contains_nan_or_inf", "describe_difference", "same_output_as",
+    "check_softmax",
+]

@@ -1,0 +1,96 @@
+"""Generating text with a GPT: predict one token, append it, feed the longer sequence back.
+
+``sample_next_token`` turns the logits of the last position into one token
+(greedy, temperature, top-k, top-p); ``generate`` runs the loop, with a
+key/value cache so that each step only computes the new token's keys and
+values instead of recomputing the whole prefix.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _check_sampling(temperature, top_k, top_p) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r} (use greedy=True for argmax)")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """Logits (B, V) after temperature, top-k and top-p; removed tokens get -inf.
+
+    * temperature divides the logits: below 1 sharpens, above 1 flattens.
+    * top-k keeps the k most likely tokens.
+    * top-p (nucleus) keeps the smallest set of most likely tokens whose
+      probabilities add up to at least p; the token that crosses p stays.
+    """
+    _check_sampling(temperature, top_k, top_p)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of the tokens ranked above
+        remove_sorted = mass_before >= top_p               # the crossing token has mass_before < p: kept
+        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token id per row from logits (B, V) -> (B,)."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError(f"logits must be a (B, V) tensor, got {getattr(logits, 'shape', type(logits).__name__)}")
+    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
+             generator: torch.Generator | None = None, eos_id: int | None = None) -> torch.Tensor:
+    """Continue ``input_ids`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + new).
+
+    With ``use_cache`` the model reads the prompt once and then one token per
+    step, reusing the cached keys and values of earlier positions; without
+    it, every step re-reads the whole sequence. Both give exactly the same
+    tokens. With ``eos_id``, generation stops once every row has produced it,
+    and a finished row is padded with ``eos_id``.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    if not greedy:
+        _check_sampling(temperature, top_k, top_p)
+    max_len = model.config.max_len
+    if input_ids.shape[1] + max_new_tokens > max_len:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens; {max_new_tokens} more would exceed "
+                         f"the model's max_len={max_len}")
+    was_training = model.training
+    model.eval()
+    cache = model.new_cache() if use_cache else None
+    sequence = input_ids
+    next_input = input_ids  # with a cache only the tokens not yet read are fed
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    for _ in range(max_new_tokens):
+        logits = model(next_input if use_cache else sequence, cache=cache)[:, -1]  # (B, V)
+        if greedy:
+            next_ids = logits.argmax(dim=-1)
+        else:
+            next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            next_ids = next_ids.masked_fill(finished, eos_id)
+            finished |= next_ids == eos_id
+        sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
+        next_input = next_ids[:, None]
+        if eos_id is not None and finished.all():
+            break
+    model.train(was_training)
+    return sequence

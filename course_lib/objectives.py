@@ -1,0 +1,131 @@
+"""What the models learn to do: the pretraining and fine-tuning objectives.
+
+* BERT's masked language modelling: hide some tokens (``mask_tokens``) and
+  predict them from both sides (``masked_lm_loss``).
+* GPT's language modelling: predict every next token (``next_token_loss``).
+* GPT's fine-tuning recipe: a task loss plus a weighted language-modelling
+  loss (``gpt_finetune_loss``).
+
+Labels use ``IGNORE_INDEX`` (-100) for positions that are not predicted,
+the value ``F.cross_entropy`` skips.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def _check_ids(name: str, ids) -> None:
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {type(ids).__name__} {getattr(ids, 'dtype', '')}")
+
+
+def mask_tokens(input_ids: torch.Tensor, *, mask_id: int, vocab_size: int, special_ids: Sequence[int],
+                mask_prob: float = 0.15, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking recipe (Devlin et al., 2018, section 3.1).
+
+    "The training data generator chooses 15% of the token positions at
+    random for prediction. If the i-th token is chosen, we replace the i-th
+    token with (1) the [MASK] token 80% of the time (2) a random token 10%
+    of the time (3) the unchanged i-th token 10% of the time."
+
+    Why not always ``[MASK]``? Fine-tuning inputs never contain ``[MASK]``:
+    the random and unchanged shares make the model build a good
+    representation of *every* token, since any of them might be a target.
+
+    Args:
+        input_ids: (B, T) token ids.
+        mask_id: id of ``[MASK]``.
+        vocab_size: random replacements are drawn from ids 0..vocab_size-1
+            that are not special.
+        special_ids: ids never chosen for prediction ([CLS], [SEP], [PAD], ...).
+        mask_prob: chance that each non-special token is chosen.
+        generator: for reproducible masks.
+
+    Returns:
+        inputs: (B, T) the corrupted ids the model sees.
+        labels: (B, T) the original id where a token was chosen, -100 elsewhere.
+    """
+    _check_ids("input_ids", input_ids)
+    if not 0.0 < mask_prob < 1.0:
+        raise ValueError(f"mask_prob must be strictly between 0 and 1, got {mask_prob!r}")
+    special = torch.tensor(list(special_ids), dtype=input_ids.dtype, device=input_ids.device)
+    ordinary_ids = torch.tensor([i for i in range(vocab_size) if i not in set(special.tolist())], device=input_ids.device)
+    if len(ordinary_ids) == 0:
+        raise ValueError(f"every id below vocab_size={vocab_size} is special: no token to draw at random")
+
+    def uniform() -> torch.Tensor:  # one draw in [0, 1) per position
+        return torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+
+    chosen = (uniform() < mask_prob) & ~torch.isin(input_ids, special)   # (B, T) about 15% of real tokens
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    action = uniform()                                                   # which of the three fates
+    to_mask = chosen & (action < 0.8)                                    # 80%: [MASK]
+    to_random = chosen & (action >= 0.8) & (action < 0.9)                # 10%: a random token
+    random_ids = ordinary_ids[torch.randint(len(ordinary_ids), input_ids.shape, generator=generator,
+                                            device=input_ids.device)]
+    inputs = input_ids.masked_fill(to_mask, mask_id)
+    inputs = torch.where(to_random, random_ids, inputs)                  # the other 10% stay unchanged
+    return inputs, labels
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the chosen positions only: logits (B, T, V), labels (B, T) with -100 elsewhere."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits (B, T, V) {tuple(logits.shape)} and labels (B, T) {tuple(labels.shape)} disagree")
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a batch into what GPT reads and what it must predict.
+
+    ``inputs = ids[:, :-1]`` and ``targets = ids[:, 1:]``: position t reads
+    tokens 0..t and must predict token t+1. Padding targets become -100.
+
+    Returns:
+        inputs (B, T-1) and targets (B, T-1).
+    """
+    _check_ids("input_ids", input_ids)
+    targets = input_ids[:, 1:].clone()
+    if attention_mask is not None:
+        targets[~attention_mask[:, 1:].bool()] = IGNORE_INDEX
+    return input_ids[:, :-1], targets
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Average cross-entropy of the next token: logits (B, T, V), aligned targets (B, T), -100 ignored."""
+    return masked_lm_loss(logits, targets)  # the same sum, over other positions
+
+
+def per_position_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The loss at every position: logits (B, T, V) and targets (B, T) -> (B, T); 0 where the target is -100."""
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits (B, T, V) {tuple(logits.shape)} and targets (B, T) {tuple(targets.shape)} disagree")
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                             ignore_index=IGNORE_INDEX, reduction="none")
+    return losses.reshape(targets.shape)
+
+
+def gpt_finetune_loss(task_logits: torch.Tensor, labels: torch.Tensor, lm_logits: torch.Tensor,
+                      lm_targets: torch.Tensor, lm_weight: float) -> torch.Tensor:
+    """The GPT fine-tuning objective (Radford et al., 2018, section 3.2).
+
+        L3(C) = L2(C) + lambda * L1(C)
+
+    L2 is the task's cross-entropy, L1 the language-modelling loss on the
+    same inputs, lambda = ``lm_weight`` (0.5 in the paper): keeping the
+    pretraining objective "improving generalization of the supervised model,
+    and accelerating convergence".
+
+    task_logits (B, C), labels (B,), lm_logits (B, T, V), lm_targets (B, T)
+    already aligned with -100 for padding.
+    """
+    if lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    task_loss = F.cross_entropy(task_logits, labels)
+    return task_loss + lm_weight * next_token_loss(lm_logits, lm_targets)

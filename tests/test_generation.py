@@ -1,0 +1,82 @@
+"""Sampling strategies and the generation loop, with and without the KV cache."""
+import pytest
+import torch
+
+from course_lib.generation import filter_logits, generate, sample_next_token
+from course_lib.models import GPT, TransformerConfig
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    torch.manual_seed(0)
+    return GPT(TransformerConfig(vocab_size=40, max_len=48, d_model=32, n_heads=4, n_layers=2, d_ff=64)).eval()
+
+
+def kept(logits, **kwargs):
+    return torch.isfinite(filter_logits(logits, **kwargs))
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.randn(3, 20)
+    assert kept(logits, top_k=5).sum(-1).tolist() == [5, 5, 5]
+    assert (kept(logits, top_k=1) == (logits == logits.max(-1, keepdim=True).values)).all()
+
+
+def test_top_p_keeps_the_token_that_crosses_the_threshold():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    assert kept(logits, top_p=0.5).tolist() == [[True, False, False, False]]
+    assert kept(logits, top_p=0.6).tolist() == [[True, True, False, False]]
+    assert kept(logits, top_p=0.8).tolist() == [[True, True, False, False]]  # 0.5 + 0.3 = 0.8 reaches p
+    assert kept(logits, top_p=0.81).tolist() == [[True, True, True, False]]
+    assert kept(logits, top_p=1.0).all()
+
+
+def test_temperature_divides_the_logits():
+    logits = torch.randn(2, 7)
+    torch.testing.assert_close(filter_logits(logits, temperature=0.5), logits / 0.5)
+
+
+def test_sampling_follows_the_distribution_and_is_reproducible():
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    logits = probs.log().expand(20_000, 3)
+    draws = sample_next_token(logits, generator=torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws, minlength=3).float() / len(draws)
+    torch.testing.assert_close(frequencies, probs, atol=0.015, rtol=0)
+    again = sample_next_token(logits, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+
+
+def test_bad_sampling_arguments():
+    with pytest.raises(ValueError, match="temperature"):
+        filter_logits(torch.randn(1, 5), temperature=0)
+    with pytest.raises(ValueError, match="top_k"):
+        filter_logits(torch.randn(1, 5), top_k=0)
+    with pytest.raises(ValueError, match="top_p"):
+        filter_logits(torch.randn(1, 5), top_p=1.5)
+    with pytest.raises(ValueError, match="logits"):
+        sample_next_token(torch.randn(5))
+
+
+@pytest.mark.parametrize("settings", [dict(greedy=True), dict(temperature=0.8), dict(top_k=5), dict(top_p=0.9)])
+def test_cache_gives_exactly_the_same_tokens(gpt, settings):
+    prompt = torch.randint(7, 40, (3, 4), generator=torch.Generator().manual_seed(1))
+    with_cache = generate(gpt, prompt, 40, use_cache=True, generator=torch.Generator().manual_seed(2), **settings)
+    without = generate(gpt, prompt, 40, use_cache=False, generator=torch.Generator().manual_seed(2), **settings)
+    assert with_cache.shape == (3, 44)
+    assert torch.equal(with_cache[:, :4], prompt)
+    assert torch.equal(with_cache, without)
+
+
+def test_greedy_takes_the_argmax_at_every_step(gpt):
+    out = generate(gpt, torch.tensor([[5]]), 10, greedy=True)
+    logits = gpt(out[:, :-1])
+    assert torch.equal(logits.argmax(-1)[0], out[0, 1:])
+
+
+def test_stops_at_eos_and_respects_max_len(gpt):
+    first_token = int(gpt(torch.tensor([[5]]))[0, -1].argmax())
+    out = generate(gpt, torch.tensor([[5], [5]]), 30, greedy=True, eos_id=first_token)
+    assert out.tolist() == [[5, first_token], [5, first_token]]  # both rows ended at once: the loop stopped
+    with pytest.raises(ValueError, match="max_len=48"):
+        generate(gpt, torch.tensor([[5]]), 48)

@@ -21,7 +21,7 @@ def test_every_check_passes_in_the_course_environment():
     results = doctor.run_checks()
     failed = [result.line() for result in results if result.status == FAIL]
     assert not failed, "\n".join(failed)
-    # One result per package plus the other seven checks.
+    # One result per package plus six other checks.
     assert len(results) == len(doctor.REQUIRED_PACKAGES) + 6
 
 

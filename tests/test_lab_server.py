@@ -93,10 +93,15 @@ def test_jupyterlab_serves_the_notebooks(tmp_path):
         _jupyter_executable(), "lab", "notebooks/00_welcome.ipynb",
         "--no-browser", "--ServerApp.open_browser=False",
         "--ServerApp.ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.token={token}", f"--ServerApp.root_dir={REPO_ROOT}",
-        # The default checks pypi.org for a newer JupyterLab; a test stays offline.
+        # IdentityProvider.token is jupyter_server 2's name for the deprecated ServerApp.token.
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO_ROOT}",
+        # The defaults may ask pypi.org for updates and extensions; a test stays offline.
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Containers and CI runners often run as root, which Jupyter refuses without this flag.
+        command.append("--allow-root")
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "jupyterlab.log"
     with open(log_path, "wb") as log:
@@ -113,6 +118,12 @@ def test_jupyterlab_serves_the_notebooks(tmp_path):
         status, body = _get(f"{base_url}/lab?token={token}")
         assert status == 200, body[:500]
         assert b"JupyterLab" in body
+
+        # The page `make lab` opens, and the kernel its notebooks ask for.
+        status, body = _get(f"{base_url}/lab/tree/notebooks/00_welcome.ipynb?token={token}")
+        assert status == 200, body[:500]
+        status, body = _get(f"{base_url}/api/kernelspecs?token={token}")
+        assert status == 200 and "python3" in json.loads(body)["kernelspecs"], body[:500]
 
         # Without the token the contents stay private.
         status, _ = _get(f"{base_url}/api/contents/notebooks")

@@ -253,6 +253,7 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         need_weights: bool = False,
         cache: KVCache | None = None,
+        is_causal: bool = False,
     ) -> torch.Tensor:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -269,6 +270,9 @@ class MultiHeadAttention(nn.Module):
             cache: self-attention only; the keys and values of earlier
                 positions. This call's are appended to it and attention runs
                 over all of them, so Tk = len(cache) after the call.
+            is_causal: each query may also attend only to its own and earlier
+                positions (combined with ``mask``). With a cache, the queries
+                are the last Tq of the Tk positions.
 
         Returns:
             (B, Tq, d_model).
@@ -288,7 +292,12 @@ class MultiHeadAttention(nn.Module):
 
         # BERT and GPT also drop attention weights while training (the paper drops only sublayer outputs).
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights or self.store_attention_weights:
+        readable = need_weights or self.store_attention_weights
+        if is_causal and (readable or mask is not None or Tq != Tk):
+            future = causal_mask(Tk, device=q.device)[Tk - Tq:]  # (Tq, Tk): query i is position Tk - Tq + i
+            mask = future if mask is None else mask & future
+            is_causal = False
+        if readable:
             out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, n_heads, Tq, d_head)
             # Detached: the plotted weights must not keep the whole autograd graph alive.
             self.attention_weights = weights.detach()  # (B, n_heads, Tq, Tk)
@@ -298,7 +307,8 @@ class MultiHeadAttention(nn.Module):
             if mask is not None:
                 # The fused kernel would silently return zeros for a query with no allowed key.
                 _check_mask(mask, (B, self.n_heads, Tq, Tk))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            # is_causal without a mask lets PyTorch pick its fastest kernel.
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
             self.attention_weights = None
         return self.out_proj(merge_heads(out))  # (B, Tq, d_model)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from course_lib.attention import KVCache, MultiHeadAttention, causal_mask
+from course_lib.attention import KVCache, MultiHeadAttention
 
 __all__ = [
     "sinusoidal_positional_encoding",
@@ -215,14 +215,8 @@ class TransformerBlock(nn.Module):
         """
         if self.cross_attention is not None and memory is None:
             raise ValueError("this block has cross-attention: memory (B, Tm, d_model) must be given")
-        self_mask = mask
-        if self.causal:
-            seen = len(cache) if cache is not None else 0
-            T = x.shape[1]
-            # Rows are the new positions seen .. seen + T - 1; columns every position so far.
-            future = causal_mask(seen + T, device=x.device)[seen:]  # (T, seen + T)
-            self_mask = future if mask is None else future & mask
-        x = self._residual(x, self.norm1, self.dropout1, lambda h: self.self_attention(h, mask=self_mask, cache=cache))
+        x = self._residual(x, self.norm1, self.dropout1,
+                           lambda h: self.self_attention(h, mask=mask, cache=cache, is_causal=self.causal))
         if self.cross_attention is not None:
             x = self._residual(x, self.norm_cross, self.dropout_cross,
                                lambda h: self.cross_attention(h, memory, mask=memory_mask))

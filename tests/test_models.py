@@ -154,3 +154,19 @@ def test_encoder_decoder_shapes_and_greedy_decoding():
     finished_before = torch.cumsum(out[:, 1:] == 6, dim=1) - (out[:, 1:] == 6).long() > 0
     predicted = logits.argmax(-1)
     assert (predicted[~finished_before] == out[:, 1:][~finished_before]).all()
+
+
+def test_is_causal_fast_path_equals_explicit_causal_mask():
+    from course_lib.attention import MultiHeadAttention
+
+    torch.manual_seed(7)
+    mha = MultiHeadAttention(32, 4).eval()
+    x = torch.randn(2, 9, 32)
+    expected = mha(x, mask=causal_mask(9), need_weights=True)
+    torch.testing.assert_close(mha(x, is_causal=True), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mha(x, is_causal=True, need_weights=True), expected)
+    assert (mha.attention_weights.triu(1) == 0).all()
+    real = torch.ones(2, 9, dtype=torch.bool)
+    real[1, 6:] = False
+    both = mha(x, mask=real[:, None, None, :], is_causal=True)
+    torch.testing.assert_close(both, mha(x, mask=real[:, None, None, :] & causal_mask(9)))

@@ -1,0 +1,203 @@
+"""Pretraining BERT and GPT on the story world, and measuring what they learned.
+
+The same recipes serve three users: notebooks 05 and 06 (pretrain live, a
+minute at most), ``course pretrain`` (the shipped checkpoints of ``hub``)
+and ``course bench``. BERT and GPT get the same data, the same size and the
+same optimiser; only the objective differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from course_lib.corpus import PRONOUN, Story, StoryWorld, default_world, entropy_floor
+from course_lib.generation import generate
+from course_lib.models import BERT, GPT, TransformerConfig
+from course_lib.objectives import IGNORE_INDEX, mask_tokens, masked_lm_loss, next_token_loss, next_token_targets
+from course_lib.tokenizer import Tokenizer
+from course_lib.training import History, TrainConfig, random_batches, train
+
+# One size for both families, so that notebook 07 compares like with like.
+MODEL_SIZE = dict(max_len=64, d_model=64, n_heads=4, n_layers=4, d_ff=256, dropout=0.0)
+
+
+@dataclass
+class StoryData:
+    """The story world's splits, tokenized once for one model family.
+
+    ``ids[split]`` (N, T) and ``mask[split]`` (N, T) bool, padded to the
+    longest story; ``stories[split]`` the annotated stories row by row.
+    """
+
+    tokenizer: Tokenizer
+    style: str
+    stories: dict[str, list[Story]]
+    ids: dict[str, torch.Tensor]
+    mask: dict[str, torch.Tensor]
+
+    @classmethod
+    def build(cls, style: str, n_stories: int = 60_000, seed: int = 0, world: StoryWorld | None = None) -> "StoryData":
+        world = world or default_world()
+        tokenizer = Tokenizer.for_story_world(world)
+        stories = world.splits(n_stories, seed=seed)
+        ids, mask = {}, {}
+        for split, part in stories.items():
+            batch = tokenizer.encode_batch([s.tokens for s in part], style=style, max_len=MODEL_SIZE["max_len"])
+            ids[split], mask[split] = batch.input_ids, batch.attention_mask
+        return cls(tokenizer, style, stories, ids, mask)
+
+    def batches(self, batch_size: int, seed: int = 0):
+        """Random training batches, each cut to its longest story (no work on pure padding)."""
+        for ids, mask in random_batches([self.ids["train"], self.mask["train"]], batch_size,
+                                        torch.Generator().manual_seed(seed)):
+            length = int(mask.sum(dim=1).max())
+            yield ids[:, :length], mask[:, :length]
+
+
+def model_config(tokenizer: Tokenizer, **overrides) -> TransformerConfig:
+    return TransformerConfig(vocab_size=tokenizer.vocab_size, **{**MODEL_SIZE, **overrides})
+
+
+def default_train_config(steps: int = 1200, batch_size: int = 64, lr: float = 3e-3) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.01,
+                       warmup_steps=min(100, steps // 10), eval_every=max(1, steps // 6))
+
+
+# -- GPT ------------------------------------------------------------------------------------
+
+def gpt_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Next-token loss of one batch: every position predicts the token after it."""
+    ids, mask = batch
+    inputs, targets = next_token_targets(ids, mask)
+    return next_token_loss(model(inputs), targets)
+
+
+@torch.no_grad()
+def gpt_validation_loss(model: GPT, data: StoryData, split: str = "validation", limit: int | None = None,
+                        batch_size: int = 512) -> float:
+    """Average next-token loss in nats per predicted token (the story's words and ``[EOS]``)."""
+    model.eval()
+    ids, mask = data.ids[split][:limit], data.mask[split][:limit]
+    total, count = 0.0, 0
+    for start in range(0, len(ids), batch_size):
+        inputs, targets = next_token_targets(ids[start:start + batch_size], mask[start:start + batch_size])
+        logits = model(inputs)
+        total += F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        count += (targets != IGNORE_INDEX).sum().item()
+    return total / count
+
+
+@torch.no_grad()
+def sample_stories(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 1.0, seed: int = 0,
+                   **sampling) -> list[list[str]]:
+    """``n`` stories generated from ``[BOS]``, as token lists cut at ``[EOS]``."""
+    prompt = torch.full((n, 1), tokenizer.bos_id, dtype=torch.long)
+    out = generate(model, prompt, model.config.max_len - 1, temperature=temperature,
+                   generator=torch.Generator().manual_seed(seed), eos_id=tokenizer.eos_id, **sampling)
+    stories = []
+    for row in out[:, 1:].tolist():
+        ended = tokenizer.eos_id in row
+        tokens = tokenizer.convert_ids_to_tokens(row[:row.index(tokenizer.eos_id)] if ended else row)
+        stories.append(tokens if ended else tokens + ["(unfinished)"])
+    return stories
+
+
+def valid_story_rate(model: GPT, tokenizer: Tokenizer, n: int = 500, temperature: float = 1.0, seed: int = 0,
+                     world: StoryWorld | None = None) -> float:
+    """Share of generated stories that the story world's grammar could have written."""
+    world = world or default_world()
+    stories = sample_stories(model, tokenizer, n, temperature, seed)
+    return sum(world.is_valid(tokens) for tokens in stories) / n
+
+
+def evaluate_gpt(model: GPT, data: StoryData, n_samples: int = 500) -> dict[str, float]:
+    val_loss = gpt_validation_loss(model, data)
+    floor = entropy_floor(data.stories["validation"])
+    return {"val_loss": val_loss, "entropy_floor": floor, "loss_over_floor": val_loss / floor,
+            "valid_story_rate": valid_story_rate(model, data.tokenizer, n_samples)}
+
+
+def pretrain_gpt(data: StoryData | None = None, train_config: TrainConfig | None = None, progress: bool = True,
+                 max_seconds: float | None = None, seed: int = 0) -> tuple[GPT, History]:
+    """Train a GPT of ``MODEL_SIZE`` on the story world; its history records the validation loss."""
+    data = data or StoryData.build("gpt")
+    train_config = train_config or default_train_config()
+    torch.manual_seed(seed)
+    model = GPT(model_config(data.tokenizer))
+    history = train(model, data.batches(train_config.batch_size, seed), gpt_loss, train_config,
+                    evaluate=lambda m: {"val_loss": gpt_validation_loss(m, data, limit=2000)},
+                    progress=progress, max_seconds=max_seconds)
+    return model, history
+
+
+# -- BERT -----------------------------------------------------------------------------------
+
+def bert_loss_fn(tokenizer: Tokenizer, seed: int = 0):
+    """The masked-LM loss with a fresh 80/10/10 mask for every batch (one seeded generator)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def loss(model: BERT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        ids, mask = batch
+        inputs, labels = mask_tokens(ids, mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size,
+                                     special_ids=tokenizer.special_ids, generator=generator)
+        return masked_lm_loss(model(inputs, mask), labels)
+
+    return loss
+
+
+@torch.no_grad()
+def bert_masked_accuracy(model: BERT, data: StoryData, split: str = "validation", limit: int | None = 2000,
+                         seed: int = 1) -> float:
+    """Share of the 15% chosen tokens (80/10/10 recipe) that BERT predicts exactly."""
+    model.eval()
+    ids, mask = data.ids[split][:limit], data.mask[split][:limit]
+    tok = data.tokenizer
+    inputs, labels = mask_tokens(ids, mask_id=tok.mask_id, vocab_size=tok.vocab_size, special_ids=tok.special_ids,
+                                 generator=torch.Generator().manual_seed(seed))
+    predictions = model(inputs, mask).argmax(dim=-1)
+    chosen = labels != IGNORE_INDEX
+    return (predictions[chosen] == labels[chosen]).float().mean().item()
+
+
+def positions_of_kind(stories: Sequence[Story], kind: str, offset: int = 1) -> list[tuple[int, int]]:
+    """``(row, token position)`` of every word of ``kind``; ``offset`` skips ``[CLS]`` or ``[BOS]``."""
+    return [(row, i + offset) for row, story in enumerate(stories) for i, k in enumerate(story.kinds) if k == kind]
+
+
+@torch.no_grad()
+def bert_fill_accuracy(model: BERT, data: StoryData, positions: Sequence[tuple[int, int]], split: str = "validation",
+                       batch_size: int = 512) -> float:
+    """Accuracy of BERT when exactly one position per input is replaced by ``[MASK]``."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(positions), batch_size):
+        rows = torch.tensor([r for r, _ in positions[start:start + batch_size]])
+        cols = torch.tensor([c for _, c in positions[start:start + batch_size]])
+        ids, mask = data.ids[split][rows].clone(), data.mask[split][rows]
+        answers = ids[torch.arange(len(rows)), cols].clone()
+        ids[torch.arange(len(rows)), cols] = data.tokenizer.mask_id
+        predictions = model(ids, mask)[torch.arange(len(rows)), cols].argmax(dim=-1)
+        correct += (predictions == answers).sum().item()
+    return correct / len(positions)
+
+
+def evaluate_bert(model: BERT, data: StoryData, limit: int = 2000) -> dict[str, float]:
+    pronouns = positions_of_kind(data.stories["validation"][:limit], PRONOUN)
+    return {"masked_accuracy": bert_masked_accuracy(model, data, limit=limit),
+            "pronoun_accuracy": bert_fill_accuracy(model, data, pronouns)}
+
+
+def pretrain_bert(data: StoryData | None = None, train_config: TrainConfig | None = None, progress: bool = True,
+                  max_seconds: float | None = None, seed: int = 0) -> tuple[BERT, History]:
+    """Train a BERT of ``MODEL_SIZE`` on the story world; its history records masked accuracy."""
+    data = data or StoryData.build("bert")
+    train_config = train_config or default_train_config()
+    torch.manual_seed(seed)
+    model = BERT(model_config(data.tokenizer))
+    history = train(model, data.batches(train_config.batch_size, seed), bert_loss_fn(data.tokenizer, seed),
+                    train_config, evaluate=lambda m: {"masked_accuracy": bert_masked_accuracy(m, data, limit=1000)},
+                    progress=progress, max_seconds=max_seconds)
+    return model, history

@@ -9,9 +9,14 @@ from course_lib.checks.framework import (
     describe_difference, same_output_as,
 )
 from course_lib.checks.softmax import check_softmax
+from course_lib.checks.attention import (
+    check_attention_scores, check_scaled_dot_product_attention, check_sinusoidal_positional_encoding, check_split_heads,
+)
 
 __all__ = [
     "STATUSES", "SUMMARY_MIME_TYPE", "Case", "CaseResult", "CheckResult", "Mistake", "check_function",
     "contains_nan_or_inf", "describe_difference", "same_output_as",
     "check_softmax",
+    "check_attention_scores", "check_scaled_dot_product_attention", "check_split_heads",
+    "check_sinusoidal_positional_encoding",
 ]

@@ -38,7 +38,39 @@ def build_parser() -> argparse.ArgumentParser:
     exercises_build.set_defaults(run=_run_exercises_build)
     exercises_check.set_defaults(run=_run_exercises_check)
 
+    pretrain = commands.add_parser("pretrain", help="train a shipped checkpoint again (tiny-bert or tiny-gpt)")
+    pretrain.add_argument("name", choices=["tiny-bert", "tiny-gpt"])
+    pretrain.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped recipe)")
+    pretrain.set_defaults(run=_run_pretrain)
+
+    bench = commands.add_parser("bench", help="measure speed and quality on this machine")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.set_defaults(run=_run_bench)
+
     return parser
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from course_lib.hub import CHECKPOINT_STEPS, pretrain
+
+    pretrained = pretrain(args.name, steps=args.steps or CHECKPOINT_STEPS)
+    print(f"saved {pretrained.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in pretrained.metrics.items()))
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from course_lib.bench import run_bench
+
+    results = run_bench()
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        for group, figures in results.items():
+            for name, value in figures.items():
+                print(f"{group:<11} {name:<30} {value:.4g}")
+    return 0
 
 
 def _run_doctor(args: argparse.Namespace) -> int:

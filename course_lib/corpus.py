@@ -236,9 +236,12 @@ class Story:
 
     def pretty(self) -> str:
         """The story as a person would write it: capitals, no space before a period."""
-        sentences = " ".join(self.tokens).split(" . ")
-        sentences[-1] = sentences[-1].rstrip(" .")
-        return " ".join(s[0].upper() + s[1:] + "." for s in sentences if s)
+        words = []
+        for i, (token, kind) in enumerate(zip(self.tokens, self.kinds)):
+            is_name = kind == PERSON or (kind == COMPANION and self.kinds[i - 1] != PRONOUN)
+            starts_sentence = i == 0 or self.tokens[i - 1] == "."
+            words.append(token.capitalize() if is_name or starts_sentence else token)
+        return " ".join(words).replace(" .", ".")
 
 
 class StoryWorld:

@@ -61,9 +61,19 @@ def model_config(tokenizer: Tokenizer, **overrides) -> TransformerConfig:
     return TransformerConfig(vocab_size=tokenizer.vocab_size, **{**MODEL_SIZE, **overrides})
 
 
+# Notebooks 05 and 06 pretrain live: a fixed number of steps (the same model
+# on every machine), and a time limit that stops a slow laptop early.
+NOTEBOOK_STEPS = 800
+NOTEBOOK_MAX_SECONDS = 60.0
+
+
 def default_train_config(steps: int = 1200, batch_size: int = 64, lr: float = 3e-3) -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.01,
                        warmup_steps=min(100, steps // 10), eval_every=max(1, steps // 6))
+
+
+def notebook_train_config() -> TrainConfig:
+    return default_train_config(NOTEBOOK_STEPS)
 
 
 # -- GPT ------------------------------------------------------------------------------------
@@ -114,6 +124,7 @@ def valid_story_rate(model: GPT, tokenizer: Tokenizer, n: int = 500, temperature
 
 
 def evaluate_gpt(model: GPT, data: StoryData, n_samples: int = 500) -> dict[str, float]:
+    """Validation loss against the entropy floor, and the share of valid stories at temperature 1."""
     val_loss = gpt_validation_loss(model, data)
     floor = entropy_floor(data.stories["validation"])
     return {"val_loss": val_loss, "entropy_floor": floor, "loss_over_floor": val_loss / floor,
@@ -185,6 +196,7 @@ def bert_fill_accuracy(model: BERT, data: StoryData, positions: Sequence[tuple[i
 
 
 def evaluate_bert(model: BERT, data: StoryData, limit: int = 2000) -> dict[str, float]:
+    """Masked-token accuracy (80/10/10 masks) and pronoun accuracy (one pronoun masked at a time)."""
     pronouns = positions_of_kind(data.stories["validation"][:limit], PRONOUN)
     return {"masked_accuracy": bert_masked_accuracy(model, data, limit=limit),
             "pronoun_accuracy": bert_fill_accuracy(model, data, pronouns)}

@@ -1,4 +1,4 @@
-"""Pictures of attention, and the attention explorer of notebook 01.
+"""Pictures of attention, training curves, and the attention explorer of notebook 01.
 
 Every plotting function returns a matplotlib ``Figure``. A figure it creates
 itself is closed before it is returned: Jupyter then shows it exactly once,
@@ -31,6 +31,7 @@ __all__ = [
     "explorer_figure",
     "AttentionExplorer",
     "attention_explorer",
+    "plot_history",
 ]
 
 # Word vectors for the explorer: a function from tokens to a (T, d) tensor
@@ -326,6 +327,50 @@ def attention_explorer(stories: Sequence, vectors: Vectors, questions: Mapping[s
 # ---------------------------------------------------------------------------
 # Helpers: input checks and figure bookkeeping
 # ---------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------
+# Training curves
+# ---------------------------------------------------------------------------
+
+
+def plot_history(history, metrics: Sequence[str] | None = None, floor: float | None = None,
+                 ax: Axes | None = None, title: str | None = None) -> Figure:
+    """The training loss at every step and the evaluation metrics, from ``training.History``.
+
+    metrics: names of evaluation metrics to draw (default: all of them). A
+        metric with "loss" in its name shares the loss axis; the others
+        (accuracies, rates) get a second axis on the right.
+    floor: a horizontal line for the lowest reachable loss (the entropy floor).
+    """
+    if not hasattr(history, "train_loss") or not hasattr(history, "eval_metrics"):
+        raise TypeError(f"history must be a course_lib.training.History, got {type(history).__name__}")
+    names = list(history.eval_metrics) if metrics is None else list(metrics)
+    unknown = [name for name in names if name not in history.eval_metrics]
+    if unknown:
+        raise ValueError(f"metrics {unknown} were not recorded; recorded: {sorted(history.eval_metrics)}")
+    fig, (ax,), owned = _figure_and_axes(ax, 1, 6.5, 3.5)
+    ax.plot(history.steps, history.train_loss, color=BAR_COLOR, alpha=0.5, linewidth=1, label="training loss")
+    right = None
+    for i, name in enumerate(names):
+        values = history.eval_metrics[name]
+        if "loss" in name:
+            ax.plot(history.eval_steps, values, "o-", color=HIGHLIGHT_COLOR, label=name)
+        else:
+            right = right or ax.twinx()
+            right.plot(history.eval_steps, values, "s--", color=f"C{i + 2}", label=name)
+            right.set_ylabel("metric")
+    if floor is not None:
+        ax.axhline(floor, color="black", linestyle=":", label=f"entropy floor ({floor:.3f})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="upper right", fontsize="small")
+    ax.set_title(title or "training")
+    return _finish(fig, owned)
 
 
 def _as_array(x, name: str) -> np.ndarray:

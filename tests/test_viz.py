@@ -221,3 +221,21 @@ def test_explorer_rejects_bad_input(vectors):
         viz.attention_explorer([TOKENS], vectors, questions={"bad": torch.ones(3)})
     with pytest.raises(ValueError, match="non-empty list of stories"):
         viz.attention_explorer([], vectors)
+
+
+def test_plot_history_draws_loss_metrics_and_floor():
+    from course_lib.training import History
+    from course_lib.viz import plot_history
+
+    history = History(steps=[0, 1, 2, 3], train_loss=[3.0, 2.0, 1.5, 1.2])
+    history.record_eval(1, {"val_loss": 2.1, "accuracy": 0.4})
+    history.record_eval(3, {"val_loss": 1.3, "accuracy": 0.7})
+    fig = plot_history(history, floor=1.0)
+    left, right = fig.axes
+    assert len(left.lines) == 3 and len(right.lines) == 1  # training loss, val_loss, floor | accuracy
+    assert list(left.lines[1].get_ydata()) == [2.1, 1.3]
+    assert len(plot_history(history, metrics=["val_loss"]).axes) == 1
+    with pytest.raises(ValueError, match="were not recorded"):
+        plot_history(history, metrics=["bleu"])
+    with pytest.raises(TypeError, match="History"):
+        plot_history({"loss": [1, 2]})

@@ -1,0 +1,158 @@
+"""``course bench``: the course's performance figures, measured on this machine.
+
+* Training throughput of our GPT and BERT against references of identical
+  size built from PyTorch's ``nn.TransformerEncoderLayer``, trained on the
+  same batches in the same process, interleaved step by step so that both
+  see the same machine load.
+* GPT trained at the notebook's settings: validation loss against the
+  entropy floor, and the share of generated stories the grammar accepts.
+* BERT trained at the notebook's settings: masked-token and pronoun accuracy.
+* Generation speed with and without the key/value cache.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from course_lib.generation import generate
+from course_lib.models import BERT, GPT, TransformerConfig
+from course_lib.pretraining import (
+    MODEL_SIZE, NOTEBOOK_MAX_SECONDS, StoryData, bert_loss_fn, default_train_config, evaluate_bert, evaluate_gpt,
+    gpt_loss, model_config, notebook_train_config, pretrain_bert, pretrain_gpt,
+)
+from course_lib.training import TrainConfig, make_optimizer
+
+
+class _ReferenceBody(nn.Module):
+    """Embeddings and PyTorch's own encoder stack, sized like ``TransformerBody``."""
+
+    def __init__(self, config: TransformerConfig, norm_first: bool):
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        self.embedding_norm = nn.Identity() if norm_first else nn.LayerNorm(config.d_model)
+        layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.d_ff, config.dropout,
+                                           activation="gelu", batch_first=True, norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(config.d_model) if norm_first else nn.Identity()
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.embedding_norm(self.token_embedding(input_ids) + self.position_embedding(positions))
+
+
+class ReferenceGPT(_ReferenceBody):
+    """GPT's size and layout from ``nn.TransformerEncoderLayer`` with a causal mask."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config, norm_first=True)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.token_embedding.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=input_ids.device)
+        hidden = self.encoder(self.embed(input_ids), mask=causal, is_causal=True)
+        return self.lm_head(self.final_norm(hidden))
+
+
+class ReferenceBERT(_ReferenceBody):
+    """BERT's size and layout from ``nn.TransformerEncoderLayer`` (post-norm, padding mask)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config, norm_first=False)
+        self.segment_embedding = nn.Embedding(config.n_segments, config.d_model)
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.head_norm = nn.LayerNorm(config.d_model)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids) + self.segment_embedding(torch.zeros_like(input_ids))
+        hidden = self.encoder(x, src_key_padding_mask=~attention_mask.bool())  # PyTorch: True = ignore
+        hidden = self.head_norm(nn.functional.gelu(self.dense(hidden)))
+        return hidden @ self.token_embedding.weight.T + self.bias
+
+
+def interleaved_throughput(ours: nn.Module, reference: nn.Module, batches, loss_ours: Callable,
+                           loss_reference: Callable, steps: int = 40, warmup: int = 5) -> tuple[float, float]:
+    """Training tokens per second of both models, stepping them in turn on the same batches.
+
+    The order alternates every step, so neither model always runs right
+    after the other's cache-warming or memory churn.
+    """
+    optimizers = {id(ours): make_optimizer(ours, notebook_train_config()),
+                  id(reference): make_optimizer(reference, notebook_train_config())}  # same settings for both
+    seconds = {id(ours): 0.0, id(reference): 0.0}
+    tokens = 0
+    ours.train()
+    reference.train()
+    for step in range(warmup + steps):
+        batch = next(batches)
+        pair = [(ours, loss_ours), (reference, loss_reference)]
+        for model, loss_fn in (pair if step % 2 == 0 else pair[::-1]):
+            start = time.perf_counter()
+            loss = loss_fn(model, batch)
+            optimizers[id(model)].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[id(model)].step()
+            if step >= warmup:
+                seconds[id(model)] += time.perf_counter() - start
+        if step >= warmup:
+            tokens += int(batch[1].sum())
+    return tokens / seconds[id(ours)], tokens / seconds[id(reference)]
+
+
+def bench_gpt(data: StoryData, train_config: TrainConfig, throughput_steps: int = 40,
+              n_samples: int = 500) -> dict[str, float]:
+    torch.manual_seed(0)
+    config = model_config(data.tokenizer)
+    ours_tps, reference_tps = interleaved_throughput(
+        GPT(config), ReferenceGPT(config), data.batches(train_config.batch_size, seed=1), gpt_loss, gpt_loss,
+        steps=throughput_steps)
+    model, history = pretrain_gpt(data, train_config, progress=False, max_seconds=NOTEBOOK_MAX_SECONDS)
+    metrics = evaluate_gpt(model, data, n_samples)
+    return {"train_tokens_per_s": ours_tps, "reference_train_tokens_per_s": reference_tps,
+            "throughput_ratio": ours_tps / reference_tps, **metrics, "train_seconds": history.seconds,
+            "train_steps": len(history.steps)}
+
+
+def bench_bert(data: StoryData, train_config: TrainConfig, throughput_steps: int = 40) -> dict[str, float]:
+    torch.manual_seed(0)
+    config = model_config(data.tokenizer)
+    loss = bert_loss_fn(data.tokenizer, seed=0)  # one generator: each model gets fresh masks of the same recipe
+    ours_tps, reference_tps = interleaved_throughput(
+        BERT(config), ReferenceBERT(config), data.batches(train_config.batch_size, seed=1), loss, loss,
+        steps=throughput_steps)
+    model, history = pretrain_bert(data, train_config, progress=False, max_seconds=NOTEBOOK_MAX_SECONDS)
+    return {"train_tokens_per_s": ours_tps, "reference_train_tokens_per_s": reference_tps,
+            "throughput_ratio": ours_tps / reference_tps, **evaluate_bert(model, data),
+            "train_seconds": history.seconds, "train_steps": len(history.steps)}
+
+
+def generation_speed(max_len: int = 256, repeats: int = 3) -> dict[str, float]:
+    """Tokens per second generating from one token to ``max_len``, with and without the cache."""
+    torch.manual_seed(0)
+    model = GPT(TransformerConfig(vocab_size=100, **{**MODEL_SIZE, "max_len": max_len})).eval()  # untrained: speed only
+    prompt = torch.tensor([[5]])
+    best = {}
+    for use_cache in (True, False):
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            generate(model, prompt, max_len - 1, greedy=True, use_cache=use_cache)
+            timings.append(time.perf_counter() - start)
+        best[use_cache] = (max_len - 1) / min(timings)
+    return {"tokens_per_s_cache": best[True], "tokens_per_s_no_cache": best[False],
+            "speedup": best[True] / best[False], "generated_tokens": max_len - 1}
+
+
+def run_bench(n_stories: int = 60_000, steps: int | None = None, throughput_steps: int = 40,
+              generation_len: int = 256, n_samples: int = 500) -> dict[str, dict[str, float]]:
+    """Every figure of ``course bench``, as one dictionary (the defaults are the notebooks' settings)."""
+    train_config = notebook_train_config() if steps is None else default_train_config(steps)
+    return {"gpt": bench_gpt(StoryData.build("gpt", n_stories), train_config, throughput_steps, n_samples),
+            "bert": bench_bert(StoryData.build("bert", n_stories), train_config, throughput_steps),
+            "generation": generation_speed(generation_len)}

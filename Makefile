@@ -29,5 +29,12 @@ exercises: install
 doctor: install
 	$(BIN)/course doctor
 
+bench: install
+	$(BIN)/course bench --json
+
+checkpoints: install
+	$(BIN)/course pretrain tiny-gpt
+	$(BIN)/course pretrain tiny-bert
+
 clean:
 	rm -rf $(VENV)

@@ -31,7 +31,7 @@ from course_lib.tokenizer import Tokenizer
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 MODELS = {"tiny-bert": BERT, "tiny-gpt": GPT}
 # The shipped checkpoints train longer than the notebooks' live runs.
-CHECKPOINT_STEPS = 3000
+CHECKPOINT_STEPS = 1500
 
 
 @dataclass

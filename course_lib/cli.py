@@ -38,6 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     exercises_build.set_defaults(run=_run_exercises_build)
     exercises_check.set_defaults(run=_run_exercises_check)
 
+    grade = commands.add_parser(
+        "grade", help="grade the learners' exercise notebooks (SUBMISSIONS holds one folder per learner)"
+    )
+    grade.add_argument("submissions", metavar="SUBMISSIONS", help="a folder with one folder per learner")
+    grade.add_argument("--out", default="grades.csv", help="the CSV of scores (default: grades.csv)")
+    grade.add_argument("--feedback", metavar="FEEDBACK_DIR", help="also write one Markdown file per learner here")
+    grade.add_argument("--timeout", type=_positive_number, default=60, metavar="SECONDS",
+                       help="time limit of each cell (default: 60)")
+    grade.add_argument("--notebook-timeout", type=_positive_number, default=300, metavar="SECONDS",
+                       help="time limit of each notebook (default: 300)")
+    grade.add_argument("--memory", type=_positive_number, default=4096, metavar="MiB",
+                       help="memory limit of each kernel (default: 4096)")
+    grade.add_argument("--workers", type=int, choices=range(1, 9), default=2, metavar="N",
+                       help="notebooks run at the same time, 1 to 8 (default: 2)")
+    grade.add_argument("--solutions", default="solutions", help="the instructor's notebooks (default: solutions)")
+    grade.set_defaults(run=_run_grade)
+
     pretrain = commands.add_parser("pretrain", help="train a shipped checkpoint again (tiny-bert or tiny-gpt)")
     pretrain.add_argument("name", choices=["tiny-bert", "tiny-gpt"])
     pretrain.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped recipe)")
@@ -89,6 +106,27 @@ def _run_exercises_check(args: argparse.Namespace) -> int:
     from course_lib.exercises import run_check_command
 
     return run_check_command(Path(args.solutions), Path(args.exercises))
+
+
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (argparse names the option in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _run_grade(args: argparse.Namespace) -> int:
+    from course_lib.grading import SandboxLimits, run_grade_command
+
+    limits = SandboxLimits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout, memory_mb=args.memory)
+    return run_grade_command(
+        Path(args.submissions), out=Path(args.out), feedback_dir=Path(args.feedback) if args.feedback else None,
+        solutions_dir=Path(args.solutions), limits=limits, workers=args.workers,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

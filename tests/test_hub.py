@@ -6,7 +6,9 @@ from course_lib.hub import CHECKPOINT_DIR, load_pretrained, evaluate_pretrained,
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.tokenizer import Tokenizer
 
-NAMES = ["tiny-bert", "tiny-gpt"]
+# tiny-bert is not shipped yet: its first training run did not learn pronoun
+# agreement (see the pretraining issue), so only tiny-gpt is tested here.
+NAMES = ["tiny-gpt"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,6 +12,9 @@ from course_lib.checks.softmax import check_softmax
 from course_lib.checks.attention import (
     check_attention_scores, check_scaled_dot_product_attention, check_sinusoidal_positional_encoding, check_split_heads,
 )
+from course_lib.checks.transformer import (
+    check_causal_mask, check_cross_attention, check_encoder_block_forward, check_layer_norm,
+)
 
 __all__ = [
     "STATUSES", "SUMMARY_MIME_TYPE", "Case", "CaseResult", "CheckResult", "Mistake", "check_function",
@@ -19,4 +22,5 @@ __all__ = [
     "check_softmax",
     "check_attention_scores", "check_scaled_dot_product_attention", "check_split_heads",
     "check_sinusoidal_positional_encoding",
+    "check_layer_norm", "check_encoder_block_forward", "check_causal_mask", "check_cross_attention",
 ]

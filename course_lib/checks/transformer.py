@@ -1,0 +1,406 @@
+"""Checks of exercises 03 and 04: layer norm, an encoder block's forward pass, the causal mask, cross-attention."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as
+from course_lib.layers import EncoderBlock, TransformerBlock
+
+# ---------------------------------------------------------------------------
+# 03.layer_norm
+# ---------------------------------------------------------------------------
+
+
+def _layer_norm_reference(x, weight, bias, eps=1e-5):
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def _normalise(x, *, dims=(-1,), unbiased=False, eps=1e-5, eps_outside=False):
+    """What a layer norm computes before weight and bias, with the knobs the known mistakes turn."""
+    mean = x.mean(dim=dims, keepdim=True)
+    variance = x.var(dim=dims, keepdim=True, correction=1 if unbiased else 0)
+    if eps_outside:
+        return (x - mean) / (variance.sqrt() + eps)
+    return (x - mean) / (variance + eps).sqrt()
+
+
+def _layer_norm_mistake(**knobs):
+    def wrong(x, weight, bias, eps=1e-5):
+        return _normalise(x, eps=eps, **knobs) * weight + bias
+    return wrong
+
+
+def _all_dims(x):
+    return tuple(range(x.dim()))
+
+
+_LN_GENERATOR = torch.Generator().manual_seed(3)
+_LN_3D = torch.randn(2, 3, 8, generator=_LN_GENERATOR) * 2 + 1
+_LN_WEIGHT = torch.rand(8, generator=_LN_GENERATOR) + 0.5
+_LN_BIAS = torch.randn(8, generator=_LN_GENERATOR)
+_LN_2D = torch.randn(5, 6, generator=_LN_GENERATOR) * 3 - 2
+_LN_SMALL = torch.randn(4, 6, generator=_LN_GENERATOR) * 0.1  # variance near 0.01: eps=0.1 matters
+
+_LAYER_NORM_CASES = (
+    Case("x = [1, 2, 3, 4], weight of ones, bias of zeros",
+         (torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.ones(4), torch.zeros(4))),
+    Case("x of shape (2, 3, 8), random weight and bias", (_LN_3D, _LN_WEIGHT, _LN_BIAS)),
+    Case("x of shape (5, 6), weight of 2s, bias of 1s", (_LN_2D, torch.full((6,), 2.0), torch.ones(6))),
+    Case("x of shape (4, 6) with small values, eps=0.1", (_LN_SMALL, torch.ones(6), torch.zeros(6)), {"eps": 0.1}),
+    Case("a constant row x = [5, 5, 5], bias [1, 2, 3]",
+         (torch.full((1, 3), 5.0), torch.ones(3), torch.tensor([1.0, 2.0, 3.0]))),
+)
+
+_LAYER_NORM_MISTAKES = (
+    Mistake(
+        "the variance is the unbiased one (divided by d - 1). Layer norm divides by d: "
+        "x.var(dim=-1, unbiased=False, keepdim=True), or ((x - mean) ** 2).mean(dim=-1, keepdim=True).",
+        same_output_as(_layer_norm_mistake(unbiased=True)),
+    ),
+    Mistake(
+        "the statistics were taken over the wrong dimension. Layer norm normalises each position's "
+        "features: the mean and variance over the last dimension only (dim=-1, keepdim=True).",
+        same_output_as(_layer_norm_mistake(dims=(0,))),
+    ),
+    Mistake(
+        "the statistics were taken over the wrong dimension. Layer norm normalises each position's "
+        "features: the mean and variance over the last dimension only (dim=-1, keepdim=True).",
+        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, dims=_all_dims(x), eps=eps) * weight + bias),
+    ),
+    Mistake(
+        "weight and bias are missing: after normalising, scale by weight and shift by bias "
+        "(x_hat * weight + bias), so the model can undo the normalisation where it helps.",
+        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, eps=eps)),
+    ),
+    Mistake(
+        "the bias is missing: add it after scaling by weight (x_hat * weight + bias).",
+        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, eps=eps) * weight),
+    ),
+    Mistake(
+        "the weight is missing: multiply the normalised x by weight before adding bias.",
+        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, eps=eps) + bias),
+    ),
+    Mistake(
+        "eps belongs inside the square root: (x - mean) / sqrt(variance + eps), "
+        "not (x - mean) / (sqrt(variance) + eps).",
+        same_output_as(_layer_norm_mistake(eps_outside=True)),
+    ),
+    Mistake(
+        "the eps argument was ignored: use the eps you are given, inside the square root.",
+        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x) * weight + bias),
+    ),
+)
+
+
+def check_layer_norm(learner_fn: Any) -> CheckResult:
+    """Check exercise 03: ``layer_norm(x, weight, bias, eps=1e-5)`` over the last dimension.
+
+    The cases cover 1-D to 3-D inputs, weights and biases that are not
+    ones and zeros, a large eps on small values, and a constant row (zero
+    variance, where eps keeps the division finite).
+    """
+    return check_function(
+        learner_fn,
+        exercise="03.layer_norm",
+        reference=_layer_norm_reference,
+        cases=_LAYER_NORM_CASES,
+        mistakes=_LAYER_NORM_MISTAKES,
+    )
+
+
+# ---------------------------------------------------------------------------
+# 03.encoder_block_forward
+# ---------------------------------------------------------------------------
+
+
+class _SubModulesOnly(EncoderBlock):
+    """An encoder block for the check: the learner must combine its sub-modules, not call it whole."""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(
+            "calling block(x) runs the finished block, and this exercise is to write its forward pass yourself: "
+            "use block.self_attention, block.norm1, block.feed_forward and block.norm2"
+        )
+
+
+def _make_block(norm_first: bool, seed: int) -> _SubModulesOnly:
+    """A small block with random weights everywhere, layer norms included (so forgetting one shows)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        block = _SubModulesOnly(16, 4, 32, dropout=0.0, norm_first=norm_first)
+        for norm in (block.norm1, block.norm2):
+            norm.weight.data = torch.rand(16) + 0.5
+            norm.bias.data = torch.randn(16) * 0.5
+    return block.eval()
+
+
+def _encoder_block_reference(x, block, mask=None):
+    return TransformerBlock.forward(block, x, mask=mask)
+
+
+def _encoder_block_variant(*, residual_attention=True, residual_ff=True, feed_forward=True, swap_norm=False,
+                           use_mask=True, norm_whole_stream=False):
+    """A forward pass with one known mistake switched on."""
+    def forward(x, block, mask=None):
+        norm_first = block.norm_first != swap_norm
+        sublayers = [(block.norm1, lambda h: block.self_attention(h, mask=mask if use_mask else None),
+                      residual_attention)]
+        if feed_forward:
+            sublayers.append((block.norm2, block.feed_forward, residual_ff))
+        for norm, sublayer, residual in sublayers:
+            if norm_first and norm_whole_stream:
+                x = norm(x)
+                x = x + sublayer(x)
+            elif norm_first:
+                x = (x if residual else 0) + sublayer(norm(x))
+            else:
+                x = norm((x if residual else 0) + sublayer(x))
+        return x
+    return forward
+
+
+_BLOCK_X = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(4))
+_BLOCK_REAL = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+_BLOCK_MASK = _BLOCK_REAL[:, None, None, :]  # (B, 1, 1, T): what padding_mask returns
+
+_ENCODER_BLOCK_CASES = (
+    Case("post-norm block (norm_first=False), x of shape (2, 5, 16)", (_BLOCK_X, _make_block(False, 5))),
+    Case("pre-norm block (norm_first=True), x of shape (2, 5, 16)", (_BLOCK_X, _make_block(True, 6))),
+    Case("post-norm block with a padding mask", (_BLOCK_X, _make_block(False, 7)), {"mask": _BLOCK_MASK}),
+    Case("pre-norm block with a padding mask", (_BLOCK_X, _make_block(True, 8)), {"mask": _BLOCK_MASK}),
+)
+
+_RESIDUAL_HINT = (
+    "a residual connection is missing: each sub-layer's input is added back to its output "
+    "(post-norm: norm(x + sublayer(x)); pre-norm: x + sublayer(norm(x)))."
+)
+
+_ENCODER_BLOCK_MISTAKES = (
+    Mistake(
+        "the layer norms are in the other placement. block.norm_first=False (post-norm, the original "
+        "transformer and BERT) normalises after adding: x = norm(x + sublayer(x)); block.norm_first=True "
+        "(pre-norm, GPT-2) normalises the sub-layer's input only: x = x + sublayer(norm(x)).",
+        same_output_as(_encoder_block_variant(swap_norm=True)),
+    ),
+    Mistake(_RESIDUAL_HINT, same_output_as(_encoder_block_variant(residual_attention=False, residual_ff=False))),
+    Mistake(_RESIDUAL_HINT, same_output_as(_encoder_block_variant(residual_attention=False))),
+    Mistake(_RESIDUAL_HINT, same_output_as(_encoder_block_variant(residual_ff=False))),
+    Mistake(
+        "the feed-forward sub-layer is missing: after attention, every position goes through "
+        "block.feed_forward, with its own residual connection and block.norm2.",
+        same_output_as(_encoder_block_variant(feed_forward=False)),
+    ),
+    Mistake(
+        "the mask was not passed on: call block.self_attention(h, mask=mask), so that no position "
+        "attends to padding.",
+        same_output_as(_encoder_block_variant(use_mask=False)),
+    ),
+    Mistake(
+        "in a pre-norm block the residual path skips the norm: x = x + sublayer(norm(x)). "
+        "Writing x = norm(x) first normalises the residual stream itself.",
+        same_output_as(_encoder_block_variant(norm_whole_stream=True)),
+    ),
+)
+
+
+def check_encoder_block_forward(learner_fn: Any) -> CheckResult:
+    """Check exercise 03: ``encoder_block_forward(x, block, mask=None)``.
+
+    ``block`` is an ``EncoderBlock`` in eval mode whose own forward is
+    disabled, so the learner combines its sub-modules. The answer must equal
+    ``EncoderBlock``'s forward with the same weights, for post-norm and
+    pre-norm blocks, with and without a padding mask.
+    """
+    return check_function(
+        learner_fn,
+        exercise="03.encoder_block_forward",
+        reference=_encoder_block_reference,
+        cases=_ENCODER_BLOCK_CASES,
+        mistakes=_ENCODER_BLOCK_MISTAKES,
+    )
+
+
+# ---------------------------------------------------------------------------
+# 04.causal_mask
+# ---------------------------------------------------------------------------
+
+
+def _causal_mask_reference(T):
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def _is_not_bool(received, case: Case) -> bool:
+    return isinstance(received, torch.Tensor) and received.dtype != torch.bool
+
+
+_CAUSAL_MASK_CASES = tuple(Case(f"T={T}", (T,)) for T in (1, 2, 5, 8))
+
+_CAUSAL_MASK_MISTAKES = (
+    Mistake(
+        "return a bool tensor (dtype torch.bool) with True for \"may attend\", not numbers: "
+        "torch.ones(T, T, dtype=torch.bool).tril() or a comparison of positions.",
+        _is_not_bool,
+    ),
+    Mistake(
+        "the mask is inverted: True must mean \"may attend\" (on and below the diagonal), "
+        "and you returned True for the positions to hide.",
+        same_output_as(lambda T: ~_causal_mask_reference(T)),
+    ),
+    Mistake(
+        "True is above the diagonal, so position i would see later positions, the future. "
+        "Keep the lower triangle (tril), not the upper one (triu).",
+        same_output_as(lambda T: torch.ones(T, T, dtype=torch.bool).triu()),
+    ),
+    Mistake(
+        "the diagonal is False, but a position may attend to itself (and the first position would "
+        "have no key at all). Use tril() with the default diagonal=0, or j <= i rather than j < i.",
+        same_output_as(lambda T: torch.ones(T, T, dtype=torch.bool).tril(diagonal=-1)),
+    ),
+)
+
+
+def check_causal_mask(learner_fn: Any) -> CheckResult:
+    """Check exercise 04: ``causal_mask(T)``, a (T, T) bool tensor, True on and below the diagonal."""
+    return check_function(
+        learner_fn,
+        exercise="04.causal_mask",
+        reference=_causal_mask_reference,
+        cases=_CAUSAL_MASK_CASES,
+        mistakes=_CAUSAL_MASK_MISTAKES,
+    )
+
+
+# ---------------------------------------------------------------------------
+# 04.cross_attention
+# ---------------------------------------------------------------------------
+
+
+def _attend(queries_from, keys_from, w_q, w_k, w_v, mask=None, scale=True):
+    """Single-head attention with explicit projections; ``mask`` (..., Tq, Tk) True = may attend."""
+    q, k, v = queries_from @ w_q, keys_from @ w_k, keys_from @ w_v
+    scores = q @ k.transpose(-2, -1)
+    if scale:
+        scores = scores / math.sqrt(w_q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def _source_mask(encoder_mask):
+    return None if encoder_mask is None else encoder_mask[:, None, :]  # (B, 1, Ts): every query, real keys
+
+
+def _cross_attention_reference(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask))
+
+
+def _keys_from_decoder(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return _attend(decoder_states, decoder_states, w_q, w_k, w_v)
+
+
+def _queries_from_encoder(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return _attend(encoder_states, decoder_states, w_q, w_k, w_v)
+
+
+def _everything_from_encoder(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return _attend(encoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask))
+
+
+def _with_causal_mask(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    Tt, Ts = decoder_states.shape[1], encoder_states.shape[1]
+    mask = torch.ones(Tt, Ts, dtype=torch.bool).tril()
+    if encoder_mask is not None:
+        mask = mask & _source_mask(encoder_mask)
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, mask)
+
+
+def _ignoring_encoder_mask(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v)
+
+
+def _unscaled(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask), scale=False)
+
+
+def _cross_attention_case(description, B, Tt, Ts, padding=None, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    d_model, d_k, d_v = 8, 4, 6
+    args = (
+        torch.randn(B, Tt, d_model, generator=generator),
+        torch.randn(B, Ts, d_model, generator=generator),
+        torch.randn(d_model, d_k, generator=generator),
+        torch.randn(d_model, d_k, generator=generator),
+        torch.randn(d_model, d_v, generator=generator),
+    )
+    kwargs = {}
+    if padding is not None:
+        real = torch.ones(B, Ts, dtype=torch.bool)
+        for row, n_padding in enumerate(padding):
+            if n_padding:
+                real[row, -n_padding:] = False
+        kwargs["encoder_mask"] = real
+    return Case(description, args, kwargs)
+
+
+_CROSS_ATTENTION_CASES = (
+    _cross_attention_case("3 target positions, 5 source positions (B=2)", 2, 3, 5, seed=10),
+    _cross_attention_case("6 target positions, 4 source positions (B=2)", 2, 6, 4, seed=11),
+    _cross_attention_case("4 target and 4 source positions (B=1)", 1, 4, 4, seed=12),
+    _cross_attention_case("3 target, 5 source positions, the second source padded by 2", 2, 3, 5,
+                          padding=(0, 2), seed=13),
+)
+
+_CROSS_ATTENTION_MISTAKES = (
+    Mistake(
+        "the keys and values came from the decoder: that is self-attention. In cross-attention the queries "
+        "come from decoder_states and the keys and values from encoder_states (the source).",
+        same_output_as(_keys_from_decoder),
+    ),
+    Mistake(
+        "the queries came from the encoder. Each *target* position asks the question, so the queries are "
+        "decoder_states @ w_q; the keys and values are the encoder's. The output has one row per target "
+        "position: shape (B, Tt, d_v).",
+        same_output_as(_queries_from_encoder),
+    ),
+    Mistake(
+        "the queries came from the encoder. Each *target* position asks the question, so the queries are "
+        "decoder_states @ w_q; the keys and values are the encoder's. The output has one row per target "
+        "position: shape (B, Tt, d_v).",
+        same_output_as(_everything_from_encoder),
+    ),
+    Mistake(
+        "a causal mask was applied, but cross-attention needs none: the whole source is known before "
+        "decoding starts, so every target position may look at every source position (only padding is hidden).",
+        same_output_as(_with_causal_mask),
+    ),
+    Mistake(
+        "encoder_mask was ignored: padded source positions must get weight 0. Turn the (B, Ts) mask into "
+        "(B, 1, Ts), so it broadcasts over the target positions, and set those scores to -inf.",
+        same_output_as(_ignoring_encoder_mask),
+    ),
+    Mistake(
+        "the scores are not scaled: divide q @ k^T by sqrt(d_k), with d_k = w_q.shape[-1].",
+        same_output_as(_unscaled),
+    ),
+)
+
+
+def check_cross_attention(learner_fn: Any) -> CheckResult:
+    """Check exercise 04: ``cross_attention(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None)``.
+
+    Single-head cross-attention returning ``(output, weights)``: output
+    (B, Tt, d_v), weights (B, Tt, Ts). The cases use target and source
+    lengths that differ both ways, equal lengths, and a padded source.
+    """
+    return check_function(
+        learner_fn,
+        exercise="04.cross_attention",
+        reference=_cross_attention_reference,
+        cases=_CROSS_ATTENTION_CASES,
+        mistakes=_CROSS_ATTENTION_MISTAKES,
+    )

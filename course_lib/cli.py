@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from course_lib.hub import CHECKPOINT_STEPS, pretrain
+    from course_lib.hub import pretrain
 
-    pretrained = pretrain(args.name, steps=args.steps or CHECKPOINT_STEPS)
+    pretrained = pretrain(args.name, steps=args.steps)
     print(f"saved {pretrained.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in pretrained.metrics.items()))
     return 0
 

@@ -24,14 +24,13 @@ from torch import nn
 
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.pretraining import (
-    StoryData, default_train_config, evaluate_bert, evaluate_gpt, pretrain_bert, pretrain_gpt,
+    CHECKPOINT_STEPS, StoryData, evaluate_bert, evaluate_gpt, family_train_config, pretrain_bert, pretrain_gpt,
 )
 from course_lib.tokenizer import Tokenizer
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 MODELS = {"tiny-bert": BERT, "tiny-gpt": GPT}
-# The shipped checkpoints train longer than the notebooks' live runs.
-CHECKPOINT_STEPS = 1500
+FAMILIES = {"tiny-bert": "bert", "tiny-gpt": "gpt"}
 
 
 @dataclass
@@ -89,11 +88,15 @@ def evaluate_pretrained(pretrained: Pretrained, data: StoryData | None = None) -
     return evaluate_bert(pretrained.model, data or StoryData.build("bert"))
 
 
-def pretrain(name: str, steps: int = CHECKPOINT_STEPS, progress: bool = True,
+def pretrain(name: str, steps: int | None = None, progress: bool = True,
              directory: Path = CHECKPOINT_DIR) -> Pretrained:
-    """Train a checkpoint from scratch with the course's recipe, measure it and save it."""
+    """Train a checkpoint from scratch with the course's recipe, measure it and save it.
+
+    steps: optimizer steps; by default the shipped recipe's (``pretraining.CHECKPOINT_STEPS``).
+    """
     _check_name(name)
-    train_config = default_train_config(steps)
+    family = FAMILIES[name]
+    train_config = family_train_config(family, steps or CHECKPOINT_STEPS)
     if name == "tiny-gpt":
         data = StoryData.build("gpt")
         model, history = pretrain_gpt(data, train_config, progress=progress)

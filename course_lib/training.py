@@ -123,7 +123,9 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
     optimizer = make_optimizer(model, config)
     history = History()
     start_time = time.perf_counter()
-    bar = tqdm(range(config.steps), disable=not progress, desc="training", leave=True)
+    # mininterval: at most one redraw a second; a notebook flooded with
+    # progress messages becomes slow to run and to open.
+    bar = tqdm(range(config.steps), disable=not progress, desc="training", leave=True, mininterval=1.0)
     model.train()
     for step in bar:
         for group in optimizer.param_groups:
@@ -143,7 +145,7 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
         if evaluate is not None and ((step + 1) % config.eval_every == 0 or last_step or out_of_time):
             history.record_eval(step, run_evaluation(model, evaluate))
         if progress:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if out_of_time:
             break
     bar.close()

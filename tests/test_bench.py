@@ -27,13 +27,18 @@ def test_reference_gpt_is_causal():
 
 
 def test_bench_reports_every_figure():
-    results = run_bench(n_stories=3000, steps=6, throughput_steps=3, generation_len=24, n_samples=10)
+    results = run_bench(n_stories=3000, steps=6, throughput_steps=3, generation_len=24, n_samples=10, n_labels=8)
     assert set(results["gpt"]) >= {"train_tokens_per_s", "reference_train_tokens_per_s", "throughput_ratio",
                                    "val_loss", "entropy_floor", "loss_over_floor", "train_seconds",
                                    "valid_story_rate"}
     assert set(results["bert"]) >= {"train_tokens_per_s", "reference_train_tokens_per_s", "throughput_ratio",
                                     "masked_accuracy", "pronoun_accuracy"}
     assert set(results["generation"]) >= {"tokens_per_s_cache", "tokens_per_s_no_cache", "speedup"}
+    assert set(results["finetune"]) == {"n_labels", "pretrained_full", "pretrained_frozen", "scratch",
+                                        "transfer_gain", "gpt_task_only", "gpt_task_plus_lm"}
+    finetune = results["finetune"]
+    assert finetune["n_labels"] == 8
+    assert finetune["transfer_gain"] == pytest.approx(finetune["pretrained_full"] - finetune["scratch"])
     gpt = results["gpt"]
     assert gpt["throughput_ratio"] == pytest.approx(gpt["train_tokens_per_s"] / gpt["reference_train_tokens_per_s"])
     assert gpt["loss_over_floor"] == pytest.approx(gpt["val_loss"] / gpt["entropy_floor"])

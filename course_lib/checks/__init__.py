@@ -15,6 +15,10 @@ from course_lib.checks.attention import (
 from course_lib.checks.transformer import (
     check_causal_mask, check_cross_attention, check_encoder_block_forward, check_layer_norm,
 )
+from course_lib.checks.transfer import check_gpt_finetune_loss, check_per_position_loss
+from course_lib.checks.pretraining import (
+    check_fill_masks, check_generate_greedy, check_mask_tokens, check_sample_next_token,
+)
 
 __all__ = [
     "STATUSES", "SUMMARY_MIME_TYPE", "Case", "CaseResult", "CheckResult", "Mistake", "check_function",
@@ -23,4 +27,6 @@ __all__ = [
     "check_attention_scores", "check_scaled_dot_product_attention", "check_split_heads",
     "check_sinusoidal_positional_encoding",
     "check_layer_norm", "check_encoder_block_forward", "check_causal_mask", "check_cross_attention",
+    "check_per_position_loss", "check_gpt_finetune_loss",
+    "check_mask_tokens", "check_fill_masks", "check_sample_next_token", "check_generate_greedy",
 ]

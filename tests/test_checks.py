@@ -281,6 +281,27 @@ def test_a_new_check_recognises_its_wrong_variant():
     assert "expected dtype torch.bool, received dtype torch.float32" in float_mask.report()
 
 
+def test_a_case_that_shows_two_mistakes_gets_the_hint_of_the_one_that_explains_the_others():
+    def upper(T):
+        return torch.ones(T, T, dtype=torch.bool).triu()
+
+    def strictly_lower(T):
+        return torch.ones(T, T, dtype=torch.bool).tril(-1)
+
+    def check(learner_fn):
+        # For T=1 both wrong masks are [[False]]: the case alone cannot tell them apart.
+        return check_function(
+            learner_fn, exercise="04.causal_mask", reference=lambda T: torch.ones(T, T, dtype=torch.bool).tril(),
+            cases=[Case("T=1", (1,)), Case("T=3", (3,)), Case("T=4", (4,))],
+            mistakes=[Mistake("inverted", same_output_as(lambda T: ~torch.ones(T, T, dtype=torch.bool).tril())),
+                      Mistake("diagonal", same_output_as(strictly_lower)),
+                      Mistake("upper", same_output_as(upper))],
+        )
+
+    assert {case.hint for case in check(strictly_lower).cases} == {"diagonal"}
+    assert {case.hint for case in check(lambda T: ~torch.ones(T, T, dtype=torch.bool).tril()).cases} == {"inverted"}
+
+
 def test_tuple_outputs_are_compared_item_by_item():
     def reference(x):
         return x * 2, x + 1

@@ -8,18 +8,8 @@ import torch.nn.functional as F
 from course_lib.attention import merge_heads, scaled_dot_product_attention, split_heads
 from course_lib.checks import check_causal_mask, check_cross_attention, check_encoder_block_forward, check_layer_norm
 
+from check_helpers import assert_fails_with_hint, assert_passes
 
-def assert_passes(result):
-    assert bool(result), result.report()
-    assert result.status == "passed"
-    assert "✗" not in result.report()
-
-
-def assert_fails_with_hint(result, words_of_the_hint):
-    assert not result
-    assert result.status == "failed"
-    assert 0 < result.n_total
-    assert words_of_the_hint in result.report(), result.report()
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from __future__ import annotations
 import copy
 import html
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -326,7 +327,10 @@ def check_function(
 
     ``exercise`` is the id ``"NN.function_name"``. ``mistakes`` are tried in
     order on each failed case; the first one that shows gives the hint, so
-    put the most specific first.
+    put the most specific first. A small case can look like two mistakes at
+    once (a 1 x 1 causal mask is the same inverted or without its diagonal);
+    it then gets the hint of the one that shows in the most failed cases, so
+    that one wrong answer is not blamed on two mistakes.
     """
     if not isinstance(exercise, str) or not _EXERCISE_ID.match(exercise):
         raise ValueError(
@@ -346,32 +350,34 @@ def check_function(
             f"{function_name} should be a function, but a {type(learner_fn).__name__} was given: "
             f"pass the function itself, check_{function_name}({function_name}), without calling it."
         )
-    results = tuple(_run_case(learner_fn, reference, case, mistakes) for case in cases)
+    results = _consistent_hints([_run_case(learner_fn, reference, case, mistakes) for case in cases])
     return CheckResult(exercise=exercise, function_name=function_name, cases=results, note=note)
 
 
-def _run_case(learner_fn: Any, reference: Callable, case: Case, mistakes: Sequence[Mistake]) -> CaseResult:
+def _run_case(learner_fn: Any, reference: Callable, case: Case,
+              mistakes: Sequence[Mistake]) -> tuple[CaseResult, tuple[str, ...]]:
+    """The verdict on one case, and the hints of every known mistake the answer shows (in order)."""
     expected = case.call(reference)
     args, kwargs = case.fresh_inputs()
     try:
         received = learner_fn(*args, **kwargs)
     except NotImplementedError:
-        return CaseResult(case.description, passed=False, details="not implemented yet", not_implemented=True)
+        return CaseResult(case.description, passed=False, details="not implemented yet", not_implemented=True), ()
     except Exception as error:  # the learner's bug is a failed case, never a crash of the check
         return CaseResult(
             case.description,
             passed=False,
             details=f"your function raised {_describe_error(error)}",
             hint=_hint_for_error(error),
-        )
+        ), ()
 
     try:
         difference = describe_difference(expected, received, atol=case.atol, rtol=case.rtol)
     except Exception as error:  # an exotic return value that cannot even be compared
         difference = f"could not compare your answer with the expected one: {_describe_error(error)}"
     if difference is not None:
-        hint = _first_hint(mistakes, received, case)
-        return CaseResult(case.description, passed=False, details=difference, hint=hint)
+        hints = _matching_hints(mistakes, received, case)
+        return CaseResult(case.description, passed=False, details=difference, hint=hints[0] if hints else ""), hints
     if _inputs_changed(case, args, kwargs):
         # The answer is right, but a caller's tensor was overwritten: later cells would compute on garbage.
         return CaseResult(
@@ -379,18 +385,26 @@ def _run_case(learner_fn: Any, reference: Callable, case: Case, mistakes: Sequen
             passed=False,
             details="the answer is right, but your function changed its input in place",
             hint="compute a new tensor instead of modifying x (avoid x -= ..., x /= ..., x.sub_(...)).",
-        )
-    return CaseResult(case.description, passed=True)
+        ), ()
+    return CaseResult(case.description, passed=True), ()
 
 
-def _first_hint(mistakes: Sequence[Mistake], received: Any, case: Case) -> str:
+def _matching_hints(mistakes: Sequence[Mistake], received: Any, case: Case) -> tuple[str, ...]:
+    hints = []
     for mistake in mistakes:
         try:
-            if mistake.shows_in(received, case):
-                return mistake.hint
+            if mistake.shows_in(received, case) and mistake.hint not in hints:
+                hints.append(mistake.hint)
         except Exception:  # a detector that cannot handle this answer just does not recognise it
             continue
-    return ""
+    return tuple(hints)
+
+
+def _consistent_hints(outcomes: Sequence[tuple[CaseResult, tuple[str, ...]]]) -> tuple[CaseResult, ...]:
+    """Each case's hint: of the mistakes it shows, the one that shows in the most cases (the first on a tie)."""
+    shown_in = Counter(hint for _, hints in outcomes for hint in hints)
+    return tuple(replace(result, hint=max(hints, key=shown_in.__getitem__)) if len(hints) > 1 else result
+                 for result, hints in outcomes)
 
 
 def _inputs_changed(case: Case, args: tuple, kwargs: dict) -> bool:

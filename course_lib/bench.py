@@ -87,8 +87,8 @@ def interleaved_throughput(ours: nn.Module, reference: nn.Module, batches, loss_
     The order alternates every step, so neither model always runs right
     after the other's cache-warming or memory churn.
     """
-    optimizers = {id(ours): make_optimizer(ours, notebook_train_config()),
-                  id(reference): make_optimizer(reference, notebook_train_config())}  # same settings for both
+    settings = notebook_train_config("gpt")  # the same optimizer settings for both models
+    optimizers = {id(ours): make_optimizer(ours, settings), id(reference): make_optimizer(reference, settings)}
     seconds = {id(ours): 0.0, id(reference): 0.0}
     tokens = 0
     ours.train()

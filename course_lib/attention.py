@@ -293,6 +293,8 @@ class MultiHeadAttention(nn.Module):
         # BERT and GPT also drop attention weights while training (the paper drops only sublayer outputs).
         dropout_p = self.dropout if self.training else 0.0
         readable = need_weights or self.store_attention_weights
+        if is_causal and Tq == 1:
+            is_causal = False  # one query, the last position, may see every key: generating with a cache
         if is_causal and (readable or mask is not None or Tq != Tk):
             future = causal_mask(Tk, device=q.device)[Tk - Tq:]  # (Tq, Tk): query i is position Tk - Tq + i
             mask = future if mask is None else mask & future

@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from lab_helpers import STARTUP_TIMEOUT_S, isolated_environment, running_jupyterlab
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -32,7 +28,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-STARTUP_TIMEOUT_S = 60
 RUN_ALL_TIMEOUT_S = 120
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -44,12 +39,6 @@ def artifacts_dir() -> Path:
     directory = Path(os.environ.get("COURSE_ARTIFACTS", REPO_ROOT / "artifacts" / "browser"))
     directory.mkdir(parents=True, exist_ok=True)
     return directory
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_user_settings(settings_dir: Path) -> None:
@@ -76,60 +65,15 @@ def _write_user_settings(settings_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A running JupyterLab on a copy of the course: yields (base URL with token, course copy)."""
+    """A running JupyterLab on a copy of the course: yields (base URL, token, course copy)."""
     root = tmp_path_factory.mktemp("browser")
     course = root / "course"
     for folder in ("notebooks", "exercises"):
         shutil.copytree(REPO_ROOT / folder, course / folder)
-    env = dict(os.environ, HOME=str(root / "home"))
-    for variable, folder in [("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "config"),
-                             ("JUPYTER_DATA_DIR", "data"), ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
-                             ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"), ("IPYTHONDIR", "ipython"),
-                             ("MPLCONFIGDIR", "matplotlib")]:
-        (root / folder).mkdir(parents=True)
-        env[variable] = str(root / folder)
-    (root / "home").mkdir()
+    env = isolated_environment(root)
     _write_user_settings(root / "lab-settings")
-
-    port, token = _free_port(), secrets.token_hex(16)
-    command = [
-        str(Path(sys.executable).parent / "jupyter"), "lab", "notebooks/00_welcome.ipynb",  # as `make lab`
-        "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}",
-        # Offline: no update checks, no extension manager, no news feed.
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
-        "--LabApp.news_url=",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # as `make lab` does for root
-    log_path = root / "jupyterlab.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, cwd=course, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_answering(f"{base_url}/api/status?token={token}", server, log_path)
-        yield base_url, token, course
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=20)
-
-
-def _wait_until_answering(url: str, server: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"JupyterLab exited with code {server.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    pytest.fail(f"JupyterLab did not answer within {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+    with running_jupyterlab(course, env, root / "jupyterlab.log") as running:
+        yield running.base_url, running.token, course
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,22 @@ def tokenizer():
     return Tokenizer.for_story_world()
 
 
+def tiny_model(family, tokenizer, max_len):
+    """An untrained one-block model: the explorers' logic does not depend on what it learned."""
+    torch.manual_seed(0)
+    config = TransformerConfig(vocab_size=tokenizer.vocab_size, max_len=max_len, d_model=16, n_heads=2, n_layers=1,
+                               d_ff=32, dropout=0.0)
+    return family(config).eval()
+
+
 @pytest.fixture(scope="module")
 def bert(tokenizer):
-    torch.manual_seed(0)
-    config = TransformerConfig(vocab_size=tokenizer.vocab_size, max_len=32, d_model=16, n_heads=2, n_layers=1,
-                               d_ff=32, dropout=0.0)
-    return BERT(config).eval()
+    return tiny_model(BERT, tokenizer, max_len=32)
 
 
 @pytest.fixture(scope="module")
 def gpt(tokenizer):
-    torch.manual_seed(0)
-    config = TransformerConfig(vocab_size=tokenizer.vocab_size, max_len=24, d_model=16, n_heads=2, n_layers=1,
-                               d_ff=32, dropout=0.0)
-    return GPT(config).eval()
+    return tiny_model(GPT, tokenizer, max_len=24)
 
 
 # ---------------------------------------------------------------------------

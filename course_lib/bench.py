@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from course_lib.finetuning import finetune_table
 from course_lib.generation import generate
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.pretraining import (
@@ -160,8 +161,6 @@ def run_bench(n_stories: int = 60_000, steps: int | None = None, throughput_step
     By default GPT trains at notebook 06's settings and BERT with the shipped
     checkpoint's recipe; ``steps`` sets both runs' length instead (for tests).
     """
-    from course_lib.finetuning import finetune_table  # it loads the shipped checkpoints
-
     if steps is None:
         gpt_config, bert_config = notebook_train_config("gpt"), checkpoint_train_config("bert")
     else:

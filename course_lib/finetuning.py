@@ -332,6 +332,33 @@ def gpt_surprise(gpt: GPT, tokenizer: Tokenizer, examples: Sequence[LabeledStory
     return per_position_loss(gpt(inputs, mask[:, :-1]), targets).amax(dim=1)
 
 
+@torch.no_grad()
+def bert_surprise(bert: BERT, tokenizer: Tokenizer, examples: Sequence[LabeledStory]) -> torch.Tensor:
+    """BERT's largest fill-in-the-blank loss in each story (N,), in nats, with no training at all.
+
+    Each word is masked in turn and BERT fills it in from both sides, as in
+    pretraining; the loss of the word that is really there is that word's
+    surprise (the terms of the masked "pseudo-log-likelihood"). Shown a story
+    without a mask, BERT mostly repeats each word it sees, so the blanks are
+    what bring out its knowledge. ``[CLS]``, ``[SEP]`` and padding are never
+    masked: pretraining never asked BERT to fill them in.
+    """
+    if not isinstance(bert, BERT):
+        raise TypeError(f"bert must be a course_lib.models.BERT, got {type(bert).__name__}")
+    bert.eval()
+    ids, mask, _ = encode_examples(examples, tokenizer, "bert", bert.config.max_len)
+    words = mask.bool() & ~torch.isin(ids, torch.tensor(tokenizer.special_ids))  # (N, T): the positions to mask
+    surprise = torch.zeros(ids.shape)                                             # (N, T)
+    for position in range(ids.shape[1]):
+        rows = words[:, position]
+        if rows.any():
+            blanked = ids[rows].clone()
+            blanked[:, position] = tokenizer.mask_id
+            log_probs = bert(blanked, mask[rows])[:, position].log_softmax(dim=-1)  # (n, vocab_size)
+            surprise[rows, position] = -log_probs.gather(1, ids[rows, position, None])[:, 0]
+    return surprise.amax(dim=1)
+
+
 @dataclass
 class FinetuneResult:
     """One fine-tuning run: the test accuracy, the training history and the trained classifier."""

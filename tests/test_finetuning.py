@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from course_lib.finetuning import (
     METHODS, TABLE_KEYS, BertClassifier, CoherenceData, FinetuneRecipe, GPTClassifier, accuracy, accuracy_by_corruption,
-    encode_examples, gpt_surprise,
+    bert_surprise, encode_examples, gpt_surprise,
     finetune, finetune_table, gpt_classification_loss, make_classifier, results_table,
 )
-from course_lib.hub import save_pretrained
+from course_lib.hub import load_pretrained, save_pretrained
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.objectives import gpt_finetune_loss, next_token_targets
 from course_lib.tokenizer import Tokenizer
@@ -205,6 +205,23 @@ def test_gpt_surprise_is_the_largest_next_token_loss(data, tokenizer, checkpoint
     torch.testing.assert_close(gpt_surprise(model.gpt, tokenizer, data.test[:3])[0], expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(TypeError, match="gpt must be"):
         gpt_surprise(model, tokenizer, data.test[:3])
+
+
+def test_bert_surprise_masks_each_word_in_turn(data, tokenizer):
+    # The shipped tiny-bert: it was never asked to fill in [SEP], so counting it would show.
+    bert = load_pretrained("tiny-bert").model.eval()
+    examples = data.test[:3]
+    ids = torch.tensor([tokenizer.encode(examples[1].tokens, style="bert")])  # (1, T): [CLS] words [SEP]
+    losses = []
+    for position in range(1, ids.shape[1] - 1):  # the words only: [CLS] and [SEP] are never masked
+        blanked = ids.clone()
+        blanked[0, position] = tokenizer.mask_id
+        losses.append(F.cross_entropy(bert(blanked)[0, position:position + 1], ids[0, position:position + 1]))
+    surprise = bert_surprise(bert, tokenizer, examples)
+    assert surprise.shape == (3,)
+    torch.testing.assert_close(surprise[1], torch.stack(losses).max(), atol=1e-5, rtol=1e-4)
+    with pytest.raises(TypeError, match="bert must be"):
+        bert_surprise(BertClassifier(bert), tokenizer, examples)
 
 
 def test_held_out_sets_are_balanced(data):

@@ -211,15 +211,16 @@ def test_bert_surprise_masks_each_word_in_turn(data, tokenizer):
     # The shipped tiny-bert: it was never asked to fill in [SEP], so counting it would show.
     bert = load_pretrained("tiny-bert").model.eval()
     examples = data.test[:3]
-    ids = torch.tensor([tokenizer.encode(examples[1].tokens, style="bert")])  # (1, T): [CLS] words [SEP]
-    losses = []
-    for position in range(1, ids.shape[1] - 1):  # the words only: [CLS] and [SEP] are never masked
-        blanked = ids.clone()
-        blanked[0, position] = tokenizer.mask_id
-        losses.append(F.cross_entropy(bert(blanked)[0, position:position + 1], ids[0, position:position + 1]))
-    surprise = bert_surprise(bert, tokenizer, examples)
+    surprise = bert_surprise(bert, tokenizer, examples)  # batched, so the shorter stories are padded
     assert surprise.shape == (3,)
-    torch.testing.assert_close(surprise[1], torch.stack(losses).max(), atol=1e-5, rtol=1e-4)
+    for example, story_surprise in zip(examples, surprise):
+        ids = torch.tensor([tokenizer.encode(example.tokens, style="bert")])  # (1, T): [CLS] words [SEP]
+        losses = []
+        for position in range(1, ids.shape[1] - 1):  # the words only: [CLS] and [SEP] are never masked
+            blanked = ids.clone()
+            blanked[0, position] = tokenizer.mask_id
+            losses.append(F.cross_entropy(bert(blanked)[0, position:position + 1], ids[0, position:position + 1]))
+        torch.testing.assert_close(story_surprise, torch.stack(losses).max(), atol=1e-5, rtol=1e-4)
     with pytest.raises(TypeError, match="bert must be"):
         bert_surprise(BertClassifier(bert), tokenizer, examples)
 

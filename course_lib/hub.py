@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from course_lib.models import BERT, GPT, TransformerConfig
-from course_lib.pretraining import (
+from course_lib.lab.pretraining import (
     CHECKPOINT_STEPS, StoryData, evaluate_bert, evaluate_gpt, family_train_config, pretrain_bert, pretrain_gpt,
 )
 from course_lib.tokenizer import Tokenizer

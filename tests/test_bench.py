@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from course_lib.bench import ReferenceBERT, ReferenceGPT, generation_speed, run_bench
+from course_lib.tools.bench import ReferenceBERT, ReferenceGPT, generation_speed, run_bench
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.utils import count_parameters
 

@@ -16,7 +16,7 @@ from course_lib.checks import (
     check_sinusoidal_positional_encoding,
     check_split_heads,
 )
-from course_lib.checks.attention import _ATTENTION_CASES
+from course_lib.checks.attention_checks import _ATTENTION_CASES
 
 from check_helpers import assert_fails_with_hint, assert_passes
 

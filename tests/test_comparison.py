@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.comparison import (
+from course_lib.lab.comparison import (
     COMPARED_KINDS, bert_cloze, bert_word_losses, compare_word_losses, exact_cloze,
     generate_by_unmasking, gpt_cloze, gpt_word_losses, story_log_probs,
 )
 from course_lib.corpus import default_world
 from course_lib.corpus import Story
 from course_lib.models import BERT, GPT, TransformerConfig
-from course_lib.probes import attention_maps
+from course_lib.lab.probes import attention_maps
 from course_lib.tokenizer import Tokenizer
 
 

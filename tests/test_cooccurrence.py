@@ -1,4 +1,4 @@
-"""Tests of course_lib.cooccurrence: counts, PPMI, SVD vectors."""
+"""Tests of course_lib.lab.cooccurrence: counts, PPMI, SVD vectors."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from course_lib.cooccurrence import (
+from course_lib.lab.cooccurrence import (
     WordVectors,
     cooccurrence_counts,
     positive_pmi,

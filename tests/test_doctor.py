@@ -8,9 +8,9 @@ import sys
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from course_lib import doctor
-from course_lib.cli import main
-from course_lib.doctor import FAIL, OK, WARN, CheckResult
+from course_lib.tools import doctor
+from course_lib.tools.cli import main
+from course_lib.tools.doctor import FAIL, OK, WARN, CheckResult
 
 STATUS_PREFIXES = ("[OK] ", "[WARN] ", "[FAIL] ")
 

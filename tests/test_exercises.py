@@ -8,8 +8,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from course_lib.checks import SUMMARY_MIME_TYPE
-from course_lib.cli import main
-from course_lib.exercises import (
+from course_lib.tools.cli import main
+from course_lib.tools.exercises import (
     ExerciseError,
     build_exercise_notebook,
     build_exercises,

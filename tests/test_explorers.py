@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from course_lib.explorers import (
+from course_lib.lab.explorers import (
     FillInTheBlankExplorer, SamplingExplorer, fill_in_the_blank, next_token_distribution, plot_fill_in_the_blank,
     plot_next_token_filter, sample_with_settings,
 )

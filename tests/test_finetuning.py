@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.finetuning import (
+from course_lib.lab.finetuning import (
     METHODS, TABLE_KEYS, BertClassifier, CoherenceData, FinetuneRecipe, GPTClassifier, accuracy, accuracy_by_corruption,
     bert_surprise, encode_examples, gpt_surprise,
     finetune, finetune_table, gpt_classification_loss, make_classifier, results_table,

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from course_lib.checks import SUMMARY_MIME_TYPE
-from course_lib.cli import main
-from course_lib.grading import (
+from course_lib.tools.cli import main
+from course_lib.tools.grading import (
     CSV_COLUMNS, Exercise, GradeReport, GradeRow, GradingError, SandboxLimits, format_summary, grade_submissions,
     load_course, network_isolation_command, replay_check, write_feedback, write_grades_csv,
 )
@@ -178,8 +178,8 @@ def always_passes(learner_fn, **ignored):
 
 framework.check_function = always_passes
 course_lib.checks.check_softmax = always_passes
-sys.modules["course_lib.checks.softmax"].check_function = always_passes
-sys.modules["course_lib.checks.softmax"].check_softmax = always_passes
+sys.modules["course_lib.checks.softmax_checks"].check_function = always_passes
+sys.modules["course_lib.checks.softmax_checks"].check_softmax = always_passes
 fake = types.ModuleType("course_lib.checks")
 fake.check_softmax = always_passes
 sys.modules["course_lib.checks"] = fake''')
@@ -549,7 +549,7 @@ def replay_record(calls, stopped="", callable_=True):
 
 def test_a_record_that_does_not_fit_the_check_is_never_a_pass():
     softmax = Exercise("00.softmax", "00_warmup", 1.0, "check_softmax", "softmax")
-    from course_lib.grading import _RecordingMismatch
+    from course_lib.tools.grading import _RecordingMismatch
 
     with pytest.raises(_RecordingMismatch):  # no calls recorded, and nothing stopped the check
         replay_check(softmax, replay_record([]))

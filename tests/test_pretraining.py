@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from course_lib.corpus import PRONOUN
 from course_lib.models import BERT, GPT
-from course_lib.pretraining import (
+from course_lib.lab.pretraining import (
     CHECKPOINT_STEPS, NOTEBOOK_STEPS, PEAK_LR, StoryData, bert_fill_accuracy, checkpoint_train_config,
     family_train_config, gpt_loss, gpt_validation_loss, model_config, notebook_train_config, positions_of_kind,
     pretrain_gpt, valid_story_rate,

@@ -4,8 +4,8 @@ import torch
 
 from course_lib.corpus import PRONOUN, default_world
 from course_lib.models import BERT, GPT, TransformerConfig
-from course_lib.pretraining import StoryData
-from course_lib.probes import (
+from course_lib.lab.pretraining import StoryData
+from course_lib.lab.probes import (
     MISTAKE_KINDS, FillProbe, attention_maps, best_head, diagnose_story, fill_predictions, masked_person_probe,
     masked_pronoun_probe, pronoun_attention_scores,
 )

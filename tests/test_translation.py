@@ -5,7 +5,7 @@ import torch
 from course_lib.corpus import default_world, translate
 from course_lib.models import EncoderDecoder, TransformerConfig
 from course_lib.training import TrainConfig, random_batches, train
-from course_lib.translation import encode_pairs, exact_match, translation_loss, translation_tokenizers
+from course_lib.lab.translation import encode_pairs, exact_match, translation_loss, translation_tokenizers
 
 
 @pytest.fixture(scope="module")

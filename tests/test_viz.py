@@ -1,4 +1,4 @@
-"""Tests of course_lib.viz: the plain functions behind every picture and the attention explorer."""
+"""Tests of course_lib.lab.viz: the plain functions behind every picture and the attention explorer."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,9 @@ matplotlib.use("Agg")  # no display in tests
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from course_lib import viz  # noqa: E402
+from course_lib.lab import viz  # noqa: E402
 from course_lib.attention import scaled_dot_product_attention  # noqa: E402
-from course_lib.cooccurrence import WordVectors  # noqa: E402
+from course_lib.lab.cooccurrence import WordVectors  # noqa: E402
 from course_lib.corpus import generate_stories  # noqa: E402
 
 TOKENS = ["alice", "went", "to", "the", "park", "."]
@@ -225,7 +225,7 @@ def test_explorer_rejects_bad_input(vectors):
 
 def test_plot_history_draws_loss_metrics_and_floor():
     from course_lib.training import History
-    from course_lib.viz import plot_history
+    from course_lib.lab.viz import plot_history
 
     history = History(steps=[0, 1, 2, 3], train_loss=[3.0, 2.0, 1.5, 1.2])
     history.record_eval(1, {"val_loss": 2.1, "accuracy": 0.4})

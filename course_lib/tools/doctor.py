@@ -30,7 +30,8 @@ MIN_PYTHON = (3, 10)
 TESTED_PYTHON = (3, 11)
 
 # The package is installed editable, so the repository sits right above it.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGE_DIR.parent
 CONSTRAINTS_PATH = REPO_ROOT / "constraints.txt"
 
 # What the course imports, by distribution name (the name pip knows).
@@ -281,9 +282,9 @@ def check_kernel(spec_manager=None, kernel_name: str = "python3") -> CheckResult
         return CheckResult(FAIL, f"kernel {kernel_name!r} runs {python}, which cannot import course_lib "
                                  f"({last_error_line})", fix)
     imported_from = Path(completed.stdout.strip()).resolve().parent
-    if imported_from != Path(__file__).resolve().parent:
+    if imported_from != PACKAGE_DIR:
         return CheckResult(WARN, f"kernel {kernel_name!r} imports course_lib from {imported_from}, "
-                                 f"not from this copy ({Path(__file__).resolve().parent})", fix)
+                                 f"not from this copy ({PACKAGE_DIR})", fix)
     return CheckResult(OK, f"Jupyter kernel {kernel_name!r} runs {python} and imports course_lib")
 
 

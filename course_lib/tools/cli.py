@@ -78,7 +78,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     import json
 
-    from course_lib.bench import run_bench
+    from course_lib.tools.bench import run_bench
 
     results = run_bench()
     if args.json:
@@ -91,19 +91,19 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
-    from course_lib.doctor import run_doctor
+    from course_lib.tools.doctor import run_doctor
 
     return run_doctor()
 
 
 def _run_exercises_build(args: argparse.Namespace) -> int:
-    from course_lib.exercises import run_build_command
+    from course_lib.tools.exercises import run_build_command
 
     return run_build_command(Path(args.solutions), Path(args.exercises), force=args.force)
 
 
 def _run_exercises_check(args: argparse.Namespace) -> int:
-    from course_lib.exercises import run_check_command
+    from course_lib.tools.exercises import run_check_command
 
     return run_check_command(Path(args.solutions), Path(args.exercises))
 
@@ -120,7 +120,7 @@ def _positive_number(text: str) -> float:
 
 
 def _run_grade(args: argparse.Namespace) -> int:
-    from course_lib.grading import SandboxLimits, run_grade_command
+    from course_lib.tools.grading import SandboxLimits, run_grade_command
 
     limits = SandboxLimits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout, memory_mb=args.memory)
     return run_grade_command(

@@ -29,7 +29,7 @@ import torch
 
 from course_lib.corpus import PERSON, POSSESSIVE_PRONOUN, PRONOUN, SUBJECT_PRONOUN, StoryWorld, default_world
 from course_lib.models import BERT
-from course_lib.pretraining import StoryData, positions_of_kind
+from course_lib.lab.pretraining import StoryData, positions_of_kind
 
 __all__ = ["FillProbe", "fill_predictions", "masked_pronoun_probe", "masked_person_probe",
            "pronoun_attention_scores", "best_head", "attention_maps", "MISTAKE_KINDS", "diagnose_story"]

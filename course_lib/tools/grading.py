@@ -60,7 +60,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from course_lib import checks
-from course_lib.exercises import (
+from course_lib.tools.exercises import (
     # The build's own rule for naming an exercise after the first top-level def of its cell.
     _TOP_LEVEL_DEFINITION, ExerciseError, build_exercise_notebook, find_course_notebooks, read_notebook,
 )

@@ -21,10 +21,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from course_lib.finetuning import finetune_table
+from course_lib.lab.finetuning import finetune_table
 from course_lib.generation import generate
 from course_lib.models import BERT, GPT, TransformerConfig
-from course_lib.pretraining import (
+from course_lib.lab.pretraining import (
     MODEL_SIZE, NOTEBOOK_MAX_SECONDS, StoryData, bert_loss_fn, checkpoint_train_config, evaluate_bert,
     evaluate_gpt, family_train_config, gpt_loss, model_config, notebook_train_config, pretrain_bert, pretrain_gpt,
 )

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from course_lib.corpus import StoryWorld, default_world
 from course_lib.generation import filter_logits
 from course_lib.models import BERT, GPT
-from course_lib.pretraining import sample_stories
+from course_lib.lab.pretraining import sample_stories
 from course_lib.tokenizer import MASK, Tokenizer
 
 __all__ = ["fill_in_the_blank", "plot_fill_in_the_blank", "FillInTheBlankExplorer", "sample_with_settings",

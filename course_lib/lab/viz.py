@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Word vectors for the explorer: a function from tokens to a (T, d) tensor
-# (such as ``course_lib.cooccurrence.WordVectors``) or a {word: (d,) tensor} mapping.
+# (such as ``course_lib.lab.cooccurrence.WordVectors``) or a {word: (d,) tensor} mapping.
 Vectors = Union[Callable[[Sequence[str]], torch.Tensor], Mapping[str, torch.Tensor]]
 
 HIGHLIGHT_COLOR = "tab:orange"
@@ -315,7 +315,7 @@ def attention_explorer(stories: Sequence, vectors: Vectors, questions: Mapping[s
     Args:
         stories: ``Story`` objects or token sequences.
         vectors: word vectors, a function tokens -> (T, d) tensor (such as
-            ``course_lib.cooccurrence.WordVectors``) or a mapping
+            ``course_lib.lab.cooccurrence.WordVectors``) or a mapping
             word -> (d,) tensor.
         questions: optional named query vectors, such as
             ``{"where?": the average place vector}``.

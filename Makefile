@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-package test-notebooks exercises bench checkpoints doctor clean
+.PHONY: install lab test test-fast test-package test-notebooks exercises bench checkpoints doctor clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ lab: install
 test: install
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q --nbval-lax notebooks solutions exercises
+
+# The quick loop while you work: the package's tests without notebooks,
+# kernels, browsers or long training runs (under 2 minutes).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 exercises: install
 	$(BIN)/course exercises build

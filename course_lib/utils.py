@@ -1,7 +1,9 @@
-"""Small helpers every notebook uses: seeding, device choice, parameter counts."""
+"""Small helpers used everywhere: seeding, device choice, parameter counts, eval mode, argument checks."""
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -38,3 +40,31 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode (dropout off) and no gradients inside the block; the model's previous mode afterwards.
+
+    ``with evaluating(model): logits = model(ids)`` measures a model without
+    changing what it was doing: a model that was training goes on training.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
+    """``value`` if it is an int at least 1 (or 0 when ``allow_zero``), else a ValueError naming ``name``.
+
+    ``True`` is an int to Python but never a count to a learner, so it is refused.
+    """
+    smallest = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+        expected = "a non-negative int" if allow_zero else "a positive int"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value

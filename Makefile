@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# Serve the whole course, so that exercises/ and solutions/ are in the file
+# browser too, and open notebook 00. (Given a file alone, JupyterLab would
+# serve only the file's folder.) tests/lab_helpers.py starts it with these.
+LAB_ARGS := --ServerApp.root_dir=. notebooks/00_welcome.ipynb
+
 lab: install
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_welcome.ipynb
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q tests

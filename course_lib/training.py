@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.notebook import tqdm as notebook_tqdm
 
 
 @dataclass
@@ -59,6 +60,7 @@ class History:
     eval_metrics: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     tokens_seen: int = 0
+    stopped_by_time_cap: bool = False
 
     def record_eval(self, step: int, metrics: dict[str, float]) -> None:
         self.eval_steps.append(step)
@@ -123,11 +125,9 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
     optimizer = make_optimizer(model, config)
     history = History()
     start_time = time.perf_counter()
-    # mininterval: at most one redraw a second; a notebook flooded with
-    # progress messages becomes slow to run and to open.
-    bar = tqdm(range(config.steps), disable=not progress, desc="training", leave=True, mininterval=1.0)
+    bar = ProgressBar(config.steps, enabled=progress)
     model.train()
-    for step in bar:
+    for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         loss = loss_fn(model, next(batches))
@@ -144,11 +144,14 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
         out_of_time = max_seconds is not None and time.perf_counter() - start_time > max_seconds
         if evaluate is not None and ((step + 1) % config.eval_every == 0 or last_step or out_of_time):
             history.record_eval(step, run_evaluation(model, evaluate))
-        if progress:
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.step(loss=history.train_loss[-1])
         if out_of_time:
+            history.stopped_by_time_cap = step < config.steps - 1
             break
-    bar.close()
+    bar.finish()
+    if history.stopped_by_time_cap and progress:
+        print(f"Stopped by the time cap of {max_seconds:g} s after {len(history.steps):,} of {config.steps:,} steps; "
+              "the results below come from this shorter run.")
     model.eval()
     history.seconds = time.perf_counter() - start_time
     return history
@@ -162,3 +165,47 @@ def run_evaluation(model: nn.Module, evaluate: Callable[[nn.Module], dict[str, f
         metrics = evaluate(model)
     model.train(was_training)
     return metrics
+
+
+class ProgressBar:
+    """A tqdm progress bar over training steps that a saved notebook shows in its final state.
+
+    In a notebook, tqdm draws a widget and the notebook file stores the text
+    it had when first shown ("0/1500 [00:00<?, ?it/s]"). This bar is shown
+    under a display handle and replaced by its final state when training
+    ends, so the saved notebook says what happened. A run stopped early (a
+    time cap) ends as a complete bar of the steps it did, not a red one.
+    """
+
+    def __init__(self, total_steps: int, *, enabled: bool, description: str = "training") -> None:
+        self.enabled = enabled
+        in_notebook = issubclass(tqdm, notebook_tqdm)
+        # mininterval: at most one redraw a second; a notebook flooded with
+        # progress messages becomes slow to run and to open.
+        options = dict(total=total_steps, desc=description, disable=not enabled, leave=True, mininterval=1.0)
+        if in_notebook and enabled:
+            from IPython.display import display
+            self.bar = tqdm(**options, display=False)
+            self.handle = display(self.bar.container, display_id=True)
+        else:
+            self.bar = tqdm(**options)
+            self.handle = None
+
+    def step(self, loss: float) -> None:
+        """One more step done; the latest loss is shown beside the bar."""
+        if self.enabled:
+            self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            self.bar.update(1)
+
+    def finish(self) -> None:
+        """Close the bar as complete at the steps done, and store that final state in the notebook."""
+        if not self.enabled:
+            return
+        if self.bar.n < self.bar.total:
+            self.bar.set_description(f"{self.bar.desc} (time cap)", refresh=False)
+            self.bar.total = self.bar.n
+        self.bar.close()
+        if self.handle is not None:
+            final_state = self.bar.container._repr_mimebundle_()
+            final_state["text/plain"] = self.bar.container.__repr__(pretty=True)
+            self.handle.update(final_state, raw=True)

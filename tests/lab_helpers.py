@@ -24,6 +24,7 @@ from typing import Iterator
 import pytest
 
 STARTUP_TIMEOUT_S = 60
+MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
 JUPYTER_FOLDERS = [("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
                    ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"), ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"),
                    ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "matplotlib")]
@@ -60,10 +61,10 @@ def running_jupyterlab(root_dir: Path, env: dict[str, str], log_path: Path) -> I
     """JupyterLab serving ``root_dir`` as `make lab` starts it; stopped (and waited for) on exit."""
     port, token = _free_port(), secrets.token_hex(16)
     command = [
-        _jupyter_executable(), "lab", "notebooks/00_welcome.ipynb",  # as `make lab`
+        _jupyter_executable(), "lab", *make_lab_arguments(),
         "--no-browser", "--ServerApp.ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
         # IdentityProvider.token is jupyter_server 2's name for the deprecated ServerApp.token.
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+        f"--IdentityProvider.token={token}",
         # Offline: no update checks, no extension manager, no news feed.
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
         "--LabApp.news_url=",
@@ -79,6 +80,15 @@ def running_jupyterlab(root_dir: Path, env: dict[str, str], log_path: Path) -> I
         yield RunningLab(base_url, token, server)
     finally:
         _stop(server)
+
+
+def make_lab_arguments() -> list[str]:
+    """The arguments `make lab` gives `jupyter lab` (the Makefile's LAB_ARGS), run from the repository root."""
+    for line in MAKEFILE.read_text().splitlines():
+        name, _, value = line.partition(":=")
+        if name.strip() == "LAB_ARGS":
+            return value.split()
+    pytest.fail(f"no LAB_ARGS line in {MAKEFILE}")
 
 
 def _free_port() -> int:

@@ -30,6 +30,13 @@ def test_jupyterlab_serves_the_notebooks(tmp_path):
         status, body = http_get(f"{lab.base_url}/api/kernelspecs?token={lab.token}")
         assert status == 200 and "python3" in json.loads(body)["kernelspecs"], body[:500]
 
+        # The README's exercise workflow starts in the file browser: exercises and
+        # solutions are served too, not only the folder of the notebook it opens.
+        for path in ("exercises/01_attention.ipynb", "solutions/01_attention.ipynb"):
+            status, body = http_get(f"{lab.base_url}/api/contents/{path}?token={lab.token}")
+            assert status == 200, f"{path}: {body[:300]!r}"
+            assert json.loads(body)["type"] == "notebook"
+
         # Without the token the contents stay private.
         status, _ = http_get(f"{lab.base_url}/api/contents/notebooks")
         assert status == 403

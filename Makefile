@@ -10,9 +10,15 @@ install: $(STAMP)
 
 # The stamp makes `make install` idempotent: a second run does nothing and
 # needs no network until pyproject.toml or constraints.txt change.
+# TORCH_INDEX: where to take PyTorch from, for example PyTorch's CPU-only
+# index on a Linux machine without an NVIDIA GPU (see the README). Empty by
+# default: pip's usual index, or the wheel a machine already has on disk.
+TORCH_INDEX ?=
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet -c constraints.txt torch --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 

@@ -38,14 +38,20 @@ def test_bench_reports_every_figure():
                                         "transfer_gain", "gpt_task_only", "gpt_task_plus_lm"}
     finetune = results["finetune"]
     assert finetune["n_labels"] == 8
-    assert finetune["transfer_gain"] == pytest.approx(finetune["pretrained_full"] - finetune["scratch"])
-    gpt = results["gpt"]
-    assert gpt["throughput_ratio"] == pytest.approx(gpt["train_tokens_per_s"] / gpt["reference_train_tokens_per_s"])
-    assert gpt["loss_over_floor"] == pytest.approx(gpt["val_loss"] / gpt["entropy_floor"])
-    assert 0 <= gpt["valid_story_rate"] <= 1 and 0 <= results["bert"]["pronoun_accuracy"] <= 1
+    assert all(0 <= finetune[name] <= 1 for name in ("pretrained_full", "pretrained_frozen", "scratch",
+                                                      "gpt_task_only", "gpt_task_plus_lm"))
+    gpt, bert = results["gpt"], results["bert"]
+    assert gpt["train_steps"] == bert["train_steps"] == 6
+    # The floor on these few validation stories is near the exact 0.6105 nats (bits would give 0.88),
+    # and a 6-step model is far above it: no evaluation may beat the floor.
+    assert gpt["entropy_floor"] == pytest.approx(0.6105, abs=0.01)
+    assert gpt["val_loss"] > 1.5 * gpt["entropy_floor"]
+    assert 0 <= gpt["valid_story_rate"] <= 1 and 0 <= bert["pronoun_accuracy"] <= 1
+    assert results["generation"]["same_tokens"] and results["generation"]["generated_tokens"] == 23
 
 
-def test_generation_speed_compares_cache_and_no_cache():
+def test_generation_speed_writes_the_same_tokens_with_and_without_the_cache():
     speed = generation_speed(max_len=32, repeats=1)
-    assert speed["speedup"] == pytest.approx(speed["tokens_per_s_cache"] / speed["tokens_per_s_no_cache"])
+    assert speed["same_tokens"]
     assert speed["generated_tokens"] == 31
+    assert speed["tokens_per_s_cache"] > 0 and speed["tokens_per_s_no_cache"] > 0

@@ -9,11 +9,16 @@ from course_lib.checks import (
     STATUSES,
     SUMMARY_MIME_TYPE,
     Case,
+    CaseResult,
+    CheckResult,
     Mistake,
     check_function,
     check_softmax,
+    describe_difference,
     same_output_as,
 )
+
+from check_helpers import assert_fails_with_hint, assert_passes
 
 # ---------------------------------------------------------------------------
 # Correct softmax, written three different ways (and PyTorch's own)
@@ -128,6 +133,52 @@ def test_a_hint_is_shown_once_even_when_several_cases_show_it():
     report = check_softmax(softmax_without_division).report()
 
     assert report.count("did you forget to divide") == 1
+
+
+def test_the_hint_comes_right_under_the_headline_before_the_cases():
+    lines = check_softmax(softmax_without_division).report().splitlines()
+
+    assert lines[0].startswith("softmax (exercise 00.softmax): ")
+    assert lines[1].startswith("  hint: ") and "did you forget to divide" in lines[1]
+    assert not any(line.lstrip().startswith("hint:") for line in lines[2:])
+
+
+def test_the_hint_follows_the_note_when_there_is_one():
+    result = CheckResult(exercise="00.double", function_name="double", note="a note for the whole check",
+                         cases=(CaseResult("x", passed=False, details="wrong", hint="multiply by 2"),))
+
+    assert result.report().splitlines() == [
+        "double (exercise 00.double): 0 of 1 cases passed.",
+        "  a note for the whole check",
+        "  hint: multiply by 2",
+        "  ✗ x",
+        "      wrong",
+    ]
+
+
+@pytest.mark.parametrize(
+    "expected, index_changed, expected_lines",
+    [
+        # The first six values agree on both sides: the preview must show index 40.
+        (torch.arange(64.0), (40,), [
+            "values differ at 1 of 64 positions (first at index (40,))",
+            "expected shape (64,), values [38:44]: [..., 38, 39, 40, 41, 42, 43, ...]",
+            "received shape (64,), values [38:44]: [..., 38, 39, -1, 41, 42, 43, ...]",
+        ]),
+        # The last value of a matrix: the window stays inside the tensor and the flat index is given.
+        (torch.zeros(4, 16, dtype=torch.long), (3, 15), [
+            "values differ at 1 of 64 positions (first at index (3, 15), flat index 63)",
+            "expected shape (4, 16), values [58:64]: [..., 0, 0, 0, 0, 0, 0]",
+            "received shape (4, 16), values [58:64]: [..., 0, 0, 0, 0, 0, -1]",
+        ]),
+    ],
+    ids=["vector", "matrix-last-value"],
+)
+def test_values_are_previewed_around_the_first_difference(expected, index_changed, expected_lines):
+    received = expected.clone()
+    received[index_changed] = -1
+
+    assert describe_difference(expected, received, atol=0.0, rtol=0.0).splitlines() == expected_lines
 
 
 def test_changing_the_input_in_place_fails_although_the_answer_is_right():
@@ -327,14 +378,90 @@ def test_a_mistake_detector_that_raises_is_ignored():
     assert "never shown" not in result.report()
 
 
+# ---------------------------------------------------------------------------
+# A verify judge instead of a reference: checks of random functions
+# ---------------------------------------------------------------------------
+
+
+def verify_a_permutation(received, case):
+    """Right when the answer holds the same values as the input, in any order."""
+    if not isinstance(received, torch.Tensor):
+        return f"expected a tensor, received a {type(received).__name__}"
+    if not torch.equal(received.sort().values, case.args[0].sort().values):
+        return "the values are not those of x"
+    return None
+
+
+def check_shuffle(learner_fn):
+    x = torch.arange(10)
+    return check_function(
+        learner_fn, exercise="00.shuffle", verify=verify_a_permutation,
+        cases=[Case("10 values", (x,), {"generator": torch.Generator().manual_seed(0)}),
+               Case("10 values, called twice", (x,), {"generator": torch.Generator().manual_seed(1)},
+                    call_twice=True)],
+        mistakes=[Mistake("keep every value exactly once.", lambda received, case: len(received) < 10)],
+    )
+
+
+def shuffle(x, generator=None):
+    return x[torch.randperm(len(x), generator=generator)]
+
+
+def test_a_verify_judge_accepts_every_right_answer():
+    assert_passes(check_shuffle(shuffle))
+    assert_passes(check_shuffle(lambda x, generator=None: x.flip(0)))
+
+
+def test_a_verify_judge_shows_its_details_and_the_hint_of_a_known_mistake():
+    result = check_shuffle(lambda x, generator=None: x[:5])
+
+    assert_fails_with_hint(result, "keep every value exactly once")
+    assert "the values are not those of x" in result.report()
+
+
+def test_a_verify_check_reports_errors_not_implemented_and_odd_answers_without_raising():
+    def unsolved(x, generator=None):
+        raise NotImplementedError()
+
+    def broken(x, generator=None):
+        raise ValueError("my own bug")
+
+    assert check_shuffle(unsolved).status == "not implemented"
+    assert "your function raised ValueError: my own bug" in check_shuffle(broken).report()
+    assert "expected a tensor, received a list" in check_shuffle(lambda x, generator=None: x.tolist()).report()
+
+
+def test_a_case_called_twice_fails_when_the_generator_is_not_used():
+    result = check_shuffle(lambda x, generator=None: shuffle(x))
+
+    assert_fails_with_hint(result, "draw every random number from `generator`")
+    assert [case.passed for case in result.cases] == [True, False]
+    assert "two calls with generators seeded alike gave different answers" in result.report()
+
+
+def test_a_verify_check_sees_an_input_changed_in_place():
+    def shuffle_in_place(x, generator=None):
+        x[:] = shuffle(x, generator)
+        return x.clone()
+
+    result = check_shuffle(shuffle_in_place)
+
+    assert_fails_with_hint(result, "instead of writing into the caller's tensor")
+    assert "changed its input in place" in result.report()
+
+
 @pytest.mark.parametrize(
     "arguments, error",
     [
         ({"exercise": "softmax"}, ValueError),
         ({"reference": "not callable"}, TypeError),
+        ({"reference": None, "verify": "not callable"}, TypeError),
+        ({"verify": verify_a_permutation}, TypeError),
+        ({"reference": None}, TypeError),
         ({"cases": []}, ValueError),
         ({"mistakes": ["a hint without a detector"]}, TypeError),
     ],
+    ids=["exercise-id", "reference", "verify", "both-judges", "no-judge", "no-cases", "mistakes"],
 )
 def test_check_function_rejects_a_malformed_check(arguments, error):
     valid = {"exercise": "00.f", "reference": abs, "cases": [Case("a", (1,))], "mistakes": ()}

@@ -1,9 +1,12 @@
 """The framework of the learner-facing checks: cases, known mistakes, verdicts.
 
-A check calls the learner's function on a few cases, compares every answer
-with a reference implementation and shows one line per case. When a wrong
+A check calls the learner's function on a few cases, judges every answer
+and shows one line per case. Usually the judge is a comparison with a
+reference implementation; a random function, which has no single right
+answer, is judged instead by a ``verify`` function that measures whether the
+answer follows the recipe (see ``pretraining_checks.py``). When a wrong
 answer looks like a mistake we know (normalising over the wrong dimension,
-forgetting to divide, ...), the line names it in a hint.
+forgetting to divide, ...), the verdict names it in a hint.
 
 Every check keeps one promise: ``check_<function>(learner_fn)`` returns a
 :class:`CheckResult` whose ``bool()`` is True only when every case passed,
@@ -40,15 +43,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-# Notebook outputs of a check carry its summary under this MIME type, so a
-# grader can read verdicts from an executed notebook without parsing text.
-# JupyterLab has no renderer for it and simply shows the text or HTML.
-SUMMARY_MIME_TYPE = "application/vnd.course-lib.check+json"
-
-STATUSES = ("passed", "failed", "not implemented")
+from course_lib.verdicts import STATUSES, SUMMARY_MIME_TYPE  # shared with the torch-free tools
 
 _EXERCISE_ID = re.compile(r"^\d\d\.[A-Za-z_]\w*$")
+# A preview of differing tensors shows this many values, starting this many before the first difference:
+# enough to see where the two sides stop agreeing, short enough to read.
 _PREVIEW_VALUES = 6
+_PREVIEW_BEFORE = 2
 
 
 # ---------------------------------------------------------------------------
@@ -66,6 +67,11 @@ class Case:
     The defaults absorb float32 rounding, which differs between correct
     methods (logsumexp near 1000 is off by about 1e-5 relative), and are far
     tighter than the difference any real mistake makes.
+
+    With ``call_twice``, the function is called a second time on fresh
+    copies of the inputs, generators seeded alike, and both answers must be
+    equal: a random function must draw every random number from its
+    ``generator`` argument, so that its results can be reproduced.
     """
 
     description: str
@@ -73,6 +79,7 @@ class Case:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     atol: float = 1e-5
     rtol: float = 1e-4
+    call_twice: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.description, str) or not self.description:
@@ -119,8 +126,10 @@ def same_output_as(wrong_fn: Callable) -> Callable[[Any, Case], bool]:
     if not callable(wrong_fn):
         raise TypeError(f"wrong_fn must be callable, got {type(wrong_fn).__name__}")
 
+    difference_from_wrong_fn = _compared_with(wrong_fn)
+
     def shows_in(received: Any, case: Case) -> bool:
-        return describe_difference(case.call(wrong_fn), received, atol=case.atol, rtol=case.rtol) is None
+        return difference_from_wrong_fn(received, case) is None
 
     return shows_in
 
@@ -133,6 +142,15 @@ def contains_nan_or_inf(received: Any, case: Case) -> bool:
 # ---------------------------------------------------------------------------
 # Comparing an answer with the expected output
 # ---------------------------------------------------------------------------
+
+
+def _compared_with(reference: Callable) -> Callable[[Any, Case], str | None]:
+    """A ``verify`` judge: what differs between the answer and ``reference``'s output on the same case, or None."""
+
+    def verify(received: Any, case: Case) -> str | None:
+        return describe_difference(case.call(reference), received, atol=case.atol, rtol=case.rtol)
+
+    return verify
 
 
 def describe_difference(expected: Any, received: Any, *, atol: float, rtol: float) -> str | None:
@@ -188,26 +206,46 @@ def _describe_tensor_difference(expected: torch.Tensor, received: Any, *, atol: 
 
 
 def _describe_value_difference(expected: torch.Tensor, received: torch.Tensor, matches: torch.Tensor) -> str:
-    """Where the values differ, and a preview of both tensors."""
-    n_wrong = int((~matches).sum())
-    first_wrong = tuple(int(i) for i in (~matches).nonzero()[0])
-    lines = [f"values differ at {n_wrong} of {matches.numel()} positions (first at index {first_wrong})"]
+    """Where the values differ, and both tensors' values around the first difference.
+
+    The first values of a tensor often agree on both sides; what the learner
+    needs to see is where they stop agreeing, so the preview shows a few
+    values (in flattened order) from just before the first difference.
+    """
+    wrong = ~matches
+    first_wrong = tuple(int(i) for i in wrong.nonzero()[0])
+    first_wrong_flat = int(wrong.flatten().nonzero()[0])
+    window = _preview_window(first_wrong_flat, matches.numel())
+    cut = window.stop - window.start < matches.numel()
+    where = f"first at index {first_wrong}"
+    if cut and expected.dim() > 1 and first_wrong_flat > 0:
+        # The preview numbers the values in flattened order: say where the first difference lies in that order.
+        where += f", flat index {first_wrong_flat}"
+    lines = [f"values differ at {int(wrong.sum())} of {matches.numel()} positions ({where})"]
     if received.is_floating_point() and not received.isfinite().all() and expected.isfinite().all():
         lines.append("received contains NaN or inf")
-    lines.append(f"expected shape {tuple(expected.shape)}: {_preview(expected)}")
-    lines.append(f"received shape {tuple(received.shape)}: {_preview(received)}")
+    window_label = f", values [{window.start}:{window.stop}]" if cut else ""
+    lines.append(f"expected shape {tuple(expected.shape)}{window_label}: {_preview(expected, window)}")
+    lines.append(f"received shape {tuple(received.shape)}{window_label}: {_preview(received, window)}")
     return "\n".join(lines)
 
 
-def _preview(tensor: torch.Tensor) -> str:
-    """The first few values, 4 significant digits: enough to see the pattern, short enough to read."""
-    values = tensor.flatten()[:_PREVIEW_VALUES].tolist()
+def _preview_window(first_wrong_flat: int, numel: int) -> slice:
+    """About six flat positions, starting a little before ``first_wrong_flat`` and staying inside the tensor."""
+    start = max(0, min(first_wrong_flat - _PREVIEW_BEFORE, numel - _PREVIEW_VALUES))
+    return slice(start, min(start + _PREVIEW_VALUES, numel))
+
+
+def _preview(tensor: torch.Tensor, window: slice) -> str:
+    """The flattened values in ``window``, 4 significant digits, with "..." where values are cut."""
+    values = tensor.flatten()[window].tolist()
     if tensor.is_floating_point():
         shown = [f"{value:.4g}" for value in values]
     else:
         shown = [str(value) for value in values]
-    more = ", ..." if tensor.numel() > _PREVIEW_VALUES else ""
-    return "[" + ", ".join(shown) + more + "]"
+    before = ["..."] if window.start > 0 else []
+    after = ["..."] if window.stop < tensor.numel() else []
+    return "[" + ", ".join(before + shown + after) + "]"
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +308,7 @@ class CheckResult:
         }
 
     def report(self) -> str:
-        """The verdict as text: a headline, then one line per case with details and hints."""
+        """The verdict as text: a headline, the hints, then one line per case with its details."""
         headline = f"{self.function_name} (exercise {self.exercise}): "
         if self.status == "not implemented":
             return headline + (
@@ -284,12 +322,13 @@ class CheckResult:
         lines = [headline]
         if self.note:
             lines.append(f"  {self.note}")
+        # The hint is what the learner acts on: right under the headline, above the numbers. One mistake
+        # usually fails several cases, so each hint is named once.
+        hints = list(dict.fromkeys(case.hint for case in self.cases if case.hint))
+        lines.extend(f"  hint: {hint}" for hint in hints)
         for case in self.cases:
             lines.append(f"  {'✓' if case.passed else '✗'} {case.description}")
             lines.extend(f"      {detail_line}" for detail_line in case.details.splitlines())
-        # One mistake usually fails several cases: name each hint once, after the cases.
-        hints = list(dict.fromkeys(case.hint for case in self.cases if case.hint))
-        lines.extend(f"  hint: {hint}" for hint in hints)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -319,30 +358,43 @@ def check_function(
     learner_fn: Any,
     *,
     exercise: str,
-    reference: Callable,
     cases: Sequence[Case],
+    reference: Callable | None = None,
+    verify: Callable[[Any, Case], str | None] | None = None,
     mistakes: Sequence[Mistake] = (),
 ) -> CheckResult:
-    """Compare ``learner_fn`` with ``reference`` on every case; never raises because of ``learner_fn``.
+    """Judge ``learner_fn`` on every case; never raises because of ``learner_fn``.
 
-    ``exercise`` is the id ``"NN.function_name"``. ``mistakes`` are tried in
-    order on each failed case; the first one that shows gives the hint, so
-    put the most specific first. A small case can look like two mistakes at
-    once (a 1 x 1 causal mask is the same inverted or without its diagonal);
-    it then gets the hint of the one that shows in the most failed cases, so
-    that one wrong answer is not blamed on two mistakes.
+    ``exercise`` is the id ``"NN.function_name"``. Give exactly one judge:
+    ``reference``, a correct implementation whose output every answer must
+    match, or ``verify(received, case)``, which returns None for a right
+    answer and otherwise the details to show (what a random function's
+    check measures, for example).
+
+    ``mistakes`` are tried in order on each failed case; the first one that
+    shows gives the hint, so put the most specific first. A small case can
+    look like two mistakes at once (a 1 x 1 causal mask is the same inverted
+    or without its diagonal); it then gets the hint of the one that shows in
+    the most failed cases, so that one wrong answer is not blamed on two
+    mistakes.
     """
     if not isinstance(exercise, str) or not _EXERCISE_ID.match(exercise):
         raise ValueError(
             f"exercise must look like '00.softmax' (notebook number, dot, function name), got {exercise!r}"
         )
-    if not callable(reference):
-        raise TypeError(f"reference must be callable, got {type(reference).__name__}")
+    if (reference is None) == (verify is None):
+        raise TypeError(
+            f"give exactly one of reference and verify, got reference={reference!r} and verify={verify!r}"
+        )
+    for name, judge in (("reference", reference), ("verify", verify)):
+        if judge is not None and not callable(judge):
+            raise TypeError(f"{name} must be callable, got {type(judge).__name__}")
     if not cases or not all(isinstance(case, Case) for case in cases):
         raise ValueError(f"cases must be a non-empty sequence of Case, got {cases!r}")
     if not all(isinstance(mistake, Mistake) for mistake in mistakes):
         raise TypeError(f"mistakes must be a sequence of Mistake, got {mistakes!r}")
 
+    judge = verify if reference is None else _compared_with(reference)
     function_name = exercise.split(".", 1)[1]
     note = ""
     if not callable(learner_fn):
@@ -350,17 +402,17 @@ def check_function(
             f"{function_name} should be a function, but a {type(learner_fn).__name__} was given: "
             f"pass the function itself, check_{function_name}({function_name}), without calling it."
         )
-    results = _consistent_hints([_run_case(learner_fn, reference, case, mistakes) for case in cases])
+    results = _consistent_hints([_run_case(learner_fn, judge, case, mistakes) for case in cases])
     return CheckResult(exercise=exercise, function_name=function_name, cases=results, note=note)
 
 
-def _run_case(learner_fn: Any, reference: Callable, case: Case,
+def _run_case(learner_fn: Any, judge: Callable[[Any, Case], str | None], case: Case,
               mistakes: Sequence[Mistake]) -> tuple[CaseResult, tuple[str, ...]]:
     """The verdict on one case, and the hints of every known mistake the answer shows (in order)."""
-    expected = case.call(reference)
     args, kwargs = case.fresh_inputs()
     try:
         received = learner_fn(*args, **kwargs)
+        second_answer = case.call(learner_fn) if case.call_twice else None
     except NotImplementedError:
         return CaseResult(case.description, passed=False, details="not implemented yet", not_implemented=True), ()
     except Exception as error:  # the learner's bug is a failed case, never a crash of the check
@@ -372,19 +424,30 @@ def _run_case(learner_fn: Any, reference: Callable, case: Case,
         ), ()
 
     try:
-        difference = describe_difference(expected, received, atol=case.atol, rtol=case.rtol)
-    except Exception as error:  # an exotic return value that cannot even be compared
-        difference = f"could not compare your answer with the expected one: {_describe_error(error)}"
-    if difference is not None:
+        details = judge(received, case)
+    except Exception as error:  # an answer so odd that it cannot even be judged
+        details = f"could not check your answer: {_describe_error(error)}"
+    if details is not None:
         hints = _matching_hints(mistakes, received, case)
-        return CaseResult(case.description, passed=False, details=difference, hint=hints[0] if hints else ""), hints
+        return CaseResult(case.description, passed=False, details=details, hint=hints[0] if hints else ""), hints
+    if case.call_twice and _answers_differ(received, second_answer):
+        return CaseResult(
+            case.description,
+            passed=False,
+            details="two calls with generators seeded alike gave different answers",
+            hint="draw every random number from `generator` (torch.rand(..., generator=generator), "
+                 "torch.multinomial(..., generator=generator)); without it PyTorch's global generator "
+                 "is used and nobody can reproduce your results.",
+        ), ()
     if _inputs_changed(case, args, kwargs):
         # The answer is right, but a caller's tensor was overwritten: later cells would compute on garbage.
         return CaseResult(
             case.description,
             passed=False,
             details="the answer is right, but your function changed its input in place",
-            hint="compute a new tensor instead of modifying x (avoid x -= ..., x /= ..., x.sub_(...)).",
+            hint="compute new tensors instead of writing into the caller's tensor: the caller still needs it. "
+                 "x - ..., torch.where(...) and x.clone() give new tensors; x -= ..., x.sub_(...) and "
+                 "x[...] = ... overwrite x.",
         ), ()
     return CaseResult(case.description, passed=True), ()
 
@@ -415,6 +478,15 @@ def _inputs_changed(case: Case, args: tuple, kwargs: dict) -> bool:
         if isinstance(original, torch.Tensor) and describe_difference(original, after, atol=0.0, rtol=0.0) is not None:
             return True
     return False
+
+
+def _answers_differ(first: Any, second: Any) -> bool:
+    """Whether two answers to the same call differ in any value (a list is compared like a tuple)."""
+    as_tuple = [tuple(answer) if isinstance(answer, list) else answer for answer in (first, second)]
+    try:
+        return describe_difference(*as_tuple, atol=0.0, rtol=0.0) is not None
+    except Exception:  # two answers that cannot even be compared are not the same answer
+        return True
 
 
 def _describe_error(error: Exception) -> str:

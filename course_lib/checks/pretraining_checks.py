@@ -19,111 +19,30 @@ compare what comes out with what the recipe promises:
 A tolerance is five standard deviations of the measured share (plus a little
 slack), so a correct implementation fails by bad luck about once in a million
 cases, while every known mistake misses by dozens of standard deviations.
-The generators are seeded, so a verdict is the same on every run.
+The generators are seeded, so a verdict is the same on every run. These
+measurements are the ``verify`` judges that ``check_function`` runs instead
+of a comparison with a reference.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
-from course_lib.checks.framework import Case, CaseResult, CheckResult, Mistake, check_function, same_output_as
+from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as
 from course_lib.generation import filter_logits, generate
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.objectives import IGNORE_INDEX
 
-# A problem found in an answer: what went wrong (details) and, for a known mistake, a hint (or "").
-Problem = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class _StatisticalCase:
-    """One call of the learner's function and the judge of its answer.
-
-    ``verify(received, case)`` returns None for a right answer, otherwise a
-    ``Problem``. With ``twice``, the function is called two times on copies
-    of the same inputs (generators seeded alike) and the two answers must be
-    equal: the function draws its randomness from ``generator``.
-    """
-
-    case: Case
-    verify: Callable[[Any, Case], Problem | None]
-    twice: bool = False
-
-
-# ---------------------------------------------------------------------------
-# Running a statistical check
-# ---------------------------------------------------------------------------
-
-
-def _check_statistically(learner_fn: Any, *, exercise: str, cases: Sequence[_StatisticalCase]) -> CheckResult:
-    """Run every case and let it judge the answer; never raises because of ``learner_fn``."""
-    function_name = exercise.split(".", 1)[1]
-    note = ""
-    if not callable(learner_fn):
-        note = (f"{function_name} should be a function, but a {type(learner_fn).__name__} was given: "
-                f"pass the function itself, check_{function_name}({function_name}), without calling it.")
-    results = tuple(_run_case(learner_fn, statistical_case) for statistical_case in cases)
-    return CheckResult(exercise=exercise, function_name=function_name, cases=results, note=note)
-
-
-def _run_case(learner_fn: Any, statistical_case: _StatisticalCase) -> CaseResult:
-    case = statistical_case.case
-    args, kwargs = case.fresh_inputs()
-    try:
-        if statistical_case.twice:
-            second_args, second_kwargs = case.fresh_inputs()
-            received = (learner_fn(*args, **kwargs), learner_fn(*second_args, **second_kwargs))
-        else:
-            received = learner_fn(*args, **kwargs)
-    except NotImplementedError:
-        return CaseResult(case.description, passed=False, details="not implemented yet", not_implemented=True)
-    except Exception as error:  # the learner's bug is a failed case, never a crash of the check
-        return CaseResult(case.description, passed=False,
-                          details=f"your function raised {type(error).__name__}: {error}")
-    try:
-        if statistical_case.twice:
-            problem = statistical_case.verify(received[0], case) or _differ(*received)
-        else:
-            problem = statistical_case.verify(received, case)
-    except Exception as error:  # an answer so odd that measuring it fails
-        problem = (f"could not read your answer: {type(error).__name__}: {error}", "")
-    if problem is None and _inputs_changed(case, args, kwargs):
-        problem = ("the answer is right, but your function changed its input in place",
-                   "compute new tensors (for example with torch.where or .clone()) instead of writing into "
-                   "the caller's tensor: the caller still needs it.")
-    if problem is None:
-        return CaseResult(case.description, passed=True)
-    details, hint = problem
-    return CaseResult(case.description, passed=False, details=details, hint=hint)
-
-
-def _differ(first: Any, second: Any) -> Problem | None:
-    """A problem when two answers to the same call, with generators seeded alike, differ."""
-    if all(torch.equal(a, b) for a, b in zip(_as_tuple(first), _as_tuple(second))):
-        return None
-    return ("two calls with generators seeded alike gave different answers",
-            "draw every random number from `generator` (torch.rand(..., generator=generator), "
-            "torch.multinomial(..., generator=generator)); without it PyTorch's global generator "
-            "is used and nobody can reproduce your results.")
-
-
-def _inputs_changed(case: Case, args: tuple, kwargs: dict) -> bool:
-    originals = list(case.args) + [case.kwargs[name] for name in sorted(case.kwargs)]
-    after_call = list(args) + [kwargs[name] for name in sorted(kwargs)]
-    return any(isinstance(original, torch.Tensor) and not torch.equal(original, after)
-               for original, after in zip(originals, after_call))
+# What the masking judge found wrong in an answer: the details to show, and the name of the known
+# mistake it shows (a key of _MASK_HINTS), or "" when it shows none.
+Finding = tuple[str, str]
 
 
 def _tolerance(p: float, n: int) -> float:
     """Five standard deviations of a share measured on ``n`` draws of probability ``p``, plus slack."""
     return 5 * math.sqrt(p * (1 - p) / max(n, 1)) + 0.005
-
-
-def _as_tuple(x: Any) -> tuple:
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def _percent(x: float) -> str:
@@ -155,14 +74,14 @@ def _story_like_ids(n_rows: int, length: int, vocab_size: int, special_ids: Sequ
 
 def _masking_case(description: str, *, mask_prob: float | None, vocab_size: int = 93,
                   special_ids: Sequence[int] = (0, 1, 2, 3, 4, 5, 6), mask_id: int = 4, seed: int = 0,
-                  input_ids: torch.Tensor | None = None) -> Case:
+                  input_ids: torch.Tensor | None = None, call_twice: bool = False) -> Case:
     if input_ids is None:
         input_ids = _story_like_ids(200, 100, vocab_size, special_ids, seed)
     kwargs = dict(mask_id=mask_id, vocab_size=vocab_size, special_ids=list(special_ids),
                   generator=torch.Generator().manual_seed(1000 + seed))
     if mask_prob is not None:
         kwargs["mask_prob"] = mask_prob
-    return Case(description, (input_ids,), kwargs)
+    return Case(description, (input_ids,), kwargs, call_twice=call_twice)
 
 
 _MASK_HINTS = {
@@ -194,18 +113,38 @@ _MASK_HINTS = {
 }
 
 
-def _verify_masking(received: Any, case: Case) -> Problem | None:
-    """Judge ``(inputs, labels)`` against the 80/10/10 recipe."""
+def _verify_masking(received: Any, case: Case) -> str | None:
+    """The ``verify`` judge of ``mask_tokens``: None, or what is wrong with ``(inputs, labels)``."""
+    finding = _judge_masking(received, case)
+    return None if finding is None else finding[0]
+
+
+def _found_by_the_masking_judge(mistake: str) -> Callable[[Any, Case], bool]:
+    """A ``shows_in`` test: the masking judge names ``mistake`` (a key of ``_MASK_HINTS``) in the answer."""
+    def shows_in(received: Any, case: Case) -> bool:
+        finding = _judge_masking(received, case)
+        return finding is not None and finding[1] == mistake
+
+    return shows_in
+
+
+def _judge_masking(received: Any, case: Case) -> Finding | None:
+    """Judge ``(inputs, labels)`` against the 80/10/10 recipe: None, or the first problem found.
+
+    The problems are looked for in order, from the form of the answer to the
+    shares, and each names the known mistake it reveals: the judge and the
+    hints come from this one walk through the answer.
+    """
     original = case.args[0]
     mask_id, vocab_size = case.kwargs["mask_id"], case.kwargs["vocab_size"]
     special_ids = case.kwargs["special_ids"]
     mask_prob = case.kwargs.get("mask_prob", 0.15)
 
     if not isinstance(received, (tuple, list)) or len(received) != 2:
-        return f"expected a tuple (inputs, labels), received {_describe(received)}", _MASK_HINTS["not_a_pair"]
+        return f"expected a tuple (inputs, labels), received {_describe(received)}", "not_a_pair"
     for name, tensor in zip(("inputs", "labels"), received):
         if not isinstance(tensor, torch.Tensor):
-            return f"{name} is {_describe(tensor)}, expected a tensor", _MASK_HINTS["not_a_pair"]
+            return f"{name} is {_describe(tensor)}, expected a tensor", "not_a_pair"
         if tensor.shape != original.shape:
             return f"{name} has shape {tuple(tensor.shape)}, expected {tuple(original.shape)} like input_ids", ""
         if tensor.is_floating_point() or tensor.dtype == torch.bool:
@@ -221,22 +160,22 @@ def _verify_masking(received: Any, case: Case) -> Problem | None:
     # Labels: -100 or the original id, and only where something is predicted.
     if chosen.all() and (labels == original).all():
         return (f"no label is -100: labels equal input_ids at all {labels.numel()} positions",
-                _MASK_HINTS["labels_everywhere"])
+                "labels_everywhere")
     wrong_label = chosen & (labels != original)
     if wrong_label.any():
         details = (f"{int(wrong_label.sum())} labels are neither -100 nor the original id "
                    f"(first at index {_first_index(wrong_label)})")
         corrupted = chosen & changed
         if corrupted.any() and bool((labels[corrupted] == inputs[corrupted]).all()):
-            return details, _MASK_HINTS["corrupted_labels"]
+            return details, "corrupted_labels"
         return details, ""
     if (is_special & (chosen | changed)).any():
         where = is_special & (chosen | changed)
         return (f"{int(where.sum())} special tokens were chosen or changed (first at index {_first_index(where)})",
-                _MASK_HINTS["special_chosen"])
+                "special_chosen")
     if (changed & ~chosen).any():
         return (f"{int((changed & ~chosen).sum())} positions were changed but have the label -100 "
-                f"(first at index {_first_index(changed & ~chosen)})", _MASK_HINTS["changed_unchosen"])
+                f"(first at index {_first_index(changed & ~chosen)})", "changed_unchosen")
 
     # How many ordinary tokens were chosen: mask_prob of them.
     n_chosen = int(chosen.sum())
@@ -247,8 +186,8 @@ def _verify_masking(received: Any, case: Case) -> Problem | None:
         changed_share = int((changed & ordinary).sum()) / max(n_ordinary, 1)
         if chosen_share > 0.99 and abs(changed_share - 0.9 * mask_prob) <= _tolerance(0.9 * mask_prob, n_ordinary):
             # About mask_prob of the tokens were replaced as they should be, but every one got a label.
-            return details, _MASK_HINTS["labels_everywhere"]
-        return details, _MASK_HINTS["everything_chosen" if chosen_share > 0.99 else "mask_prob_ignored"]
+            return details, "labels_everywhere"
+        return details, "everything_chosen" if chosen_share > 0.99 else "mask_prob_ignored"
     if n_chosen == 0:
         return None  # nothing to replace (a batch of special tokens only)
 
@@ -260,7 +199,7 @@ def _verify_masking(received: Any, case: Case) -> Problem | None:
     not_ordinary = sorted(set(random_ids.tolist()) - set(ordinary_ids))
     if not_ordinary:
         return (f"some random replacements are special ids or lie outside 0..{vocab_size - 1}: {not_ordinary[:6]}",
-                _MASK_HINTS["special_random"])
+                "special_random")
     # A uniform random replacement equals the original token once in len(ordinary_ids) draws.
     same_by_chance = 0.1 / len(ordinary_ids)
     shares = {"[MASK]": (int(became_mask.sum()) / n_chosen, 0.8),
@@ -271,17 +210,17 @@ def _verify_masking(received: Any, case: Case) -> Problem | None:
         details = f"of the {n_chosen} chosen tokens: " + ", ".join(
             f"{_percent(share)} {name} (expected {_percent(p)})" for name, (share, p) in shares.items())
         if shares["[MASK]"][0] > 0.99:
-            return details, _MASK_HINTS["always_mask"]
+            return details, "always_mask"
         if shares["unchanged"][0] < 0.01:
-            return details, _MASK_HINTS["no_unchanged"]
+            return details, "no_unchanged"
         if shares["random"][0] < 0.01:
-            return details, _MASK_HINTS["no_random"]
-        return details, _MASK_HINTS["wrong_shares"]
+            return details, "no_random"
+        return details, "wrong_shares"
     # Uniform over the ordinary ids: with a few hundred draws, most ids turn up.
     expected_distinct = len(ordinary_ids) * (1 - math.exp(-len(random_ids) / len(ordinary_ids)))
     if len(random_ids) >= 50 and len(set(random_ids.tolist())) < expected_distinct / 2:
         return (f"the {len(random_ids)} random replacements use only {len(set(random_ids.tolist()))} different "
-                f"ids (about {expected_distinct:.0f} expected)", _MASK_HINTS["not_uniform"])
+                f"ids (about {expected_distinct:.0f} expected)", "not_uniform")
     return None
 
 
@@ -298,22 +237,20 @@ def _describe(x: Any) -> str:
 
 
 _MASKING_CASES = (
-    _StatisticalCase(_masking_case(
-        "200 rows x 100 positions ([CLS], ids, [SEP], [PAD]...), vocab_size=93, mask_prob=0.15", mask_prob=0.15),
-        _verify_masking),
-    _StatisticalCase(_masking_case("the same kind of batch without mask_prob (the default, 0.15)",
-                                   mask_prob=None, seed=1), _verify_masking),
-    _StatisticalCase(_masking_case("200 x 100 positions, mask_prob=0.3", mask_prob=0.3, seed=2), _verify_masking),
-    _StatisticalCase(_masking_case("200 x 100 positions, mask_prob=0.05", mask_prob=0.05, seed=3),
-                     _verify_masking),
-    _StatisticalCase(_masking_case(
-        "vocab_size=30 with special_ids [0, 1, 2, 3, 29] (mask_id=3), mask_prob=0.5", mask_prob=0.5,
-        vocab_size=30, special_ids=(0, 1, 2, 3, 29), mask_id=3, seed=4), _verify_masking),
-    _StatisticalCase(_masking_case("a batch of [CLS] and padding only: nothing can be chosen", mask_prob=0.5,
-                                   input_ids=torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0]])), _verify_masking),
-    _StatisticalCase(_masking_case("called twice with generators seeded alike: the same answer", mask_prob=0.15,
-                                   seed=5), _verify_masking, twice=True),
+    _masking_case("200 rows x 100 positions ([CLS], ids, [SEP], [PAD]...), vocab_size=93, mask_prob=0.15",
+                  mask_prob=0.15),
+    _masking_case("the same kind of batch without mask_prob (the default, 0.15)", mask_prob=None, seed=1),
+    _masking_case("200 x 100 positions, mask_prob=0.3", mask_prob=0.3, seed=2),
+    _masking_case("200 x 100 positions, mask_prob=0.05", mask_prob=0.05, seed=3),
+    _masking_case("vocab_size=30 with special_ids [0, 1, 2, 3, 29] (mask_id=3), mask_prob=0.5", mask_prob=0.5,
+                  vocab_size=30, special_ids=(0, 1, 2, 3, 29), mask_id=3, seed=4),
+    _masking_case("a batch of [CLS] and padding only: nothing can be chosen", mask_prob=0.5,
+                  input_ids=torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0]])),
+    _masking_case("called twice with generators seeded alike: the same answer", mask_prob=0.15, seed=5,
+                  call_twice=True),
 )
+
+_MASKING_MISTAKES = tuple(Mistake(hint, _found_by_the_masking_judge(mistake)) for mistake, hint in _MASK_HINTS.items())
 
 
 def check_mask_tokens(learner_fn: Any) -> CheckResult:
@@ -327,7 +264,8 @@ def check_mask_tokens(learner_fn: Any) -> CheckResult:
     values of ``mask_prob`` and vocabularies, and call the function twice
     with generators seeded alike to see that it uses ``generator``.
     """
-    return _check_statistically(learner_fn, exercise="05.mask_tokens", cases=_MASKING_CASES)
+    return check_function(learner_fn, exercise="05.mask_tokens", verify=_verify_masking, cases=_MASKING_CASES,
+                          mistakes=_MASKING_MISTAKES)
 
 
 # ---------------------------------------------------------------------------
@@ -348,7 +286,7 @@ def _distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     return torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
 
 
-# Known mistakes, each as the distribution it samples from instead: (hint, distribution).
+# Known mistakes, each as the distribution it samples from instead of _distribution.
 def _greedy(logits, temperature=1.0, top_k=None, top_p=None):
     return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
 
@@ -388,26 +326,57 @@ def _uniform_over_kept(logits, temperature=1.0, top_k=None, top_p=None):
     return kept.float() / kept.sum(dim=-1, keepdim=True)
 
 
+def _samples_from(wrong_distribution: Callable) -> Callable[[Any, Case], bool]:
+    """A ``shows_in`` test: the sampled ids follow ``wrong_distribution`` where it differs from the right one.
+
+    ``wrong_distribution(logits, temperature, top_k, top_p)`` is the
+    distribution a known mistake samples from instead of the right one.
+
+    When two mistakes would give the same distribution in a case (with
+    top_k=2, keeping k - 1 tokens is greedy decoding), the case shows both,
+    and ``check_function`` names the one that shows in the most cases.
+    ``wrong_distribution`` raises ValueError in a case where its mistake
+    cannot show, which ``check_function`` takes as "no".
+    """
+    def shows_in(received: Any, case: Case) -> bool:
+        groups = _groups(case.args[0])
+        if torch.allclose(wrong_distribution(groups, **_settings(case)), _distribution(groups, **_settings(case))):
+            return False  # in this case the mistake samples from the right distribution
+        return (_form_problem(received, case) is None
+                and _frequency_problem(received, case, wrong_distribution) is None)
+
+    return shows_in
+
+
+def _one_column_per_row(received: Any, case: Case) -> bool:
+    return isinstance(received, torch.Tensor) and tuple(received.shape) == (len(case.args[0]), 1)
+
+
 _SAMPLING_MISTAKES = (
-    ("you always took the most likely token (argmax): that is greedy decoding. Sample from the "
-     "probabilities instead, e.g. torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).", _greedy),
-    ("the logits were multiplied by the temperature; divide them: logits / temperature (a temperature "
-     "below 1 must sharpen the distribution, above 1 flatten it).", _temperature_multiplied),
-    ("the temperature was ignored: divide the logits by it before the softmax.", _temperature_ignored),
-    ("top-k kept k - 1 tokens: keep every token whose logit is >= the k-th largest "
-     "(torch.topk(logits, k).values[..., -1:]), use >= rather than >.", _top_k_off_by(-1)),
-    ("top-k kept k + 1 tokens: the k-th largest logit is torch.topk(logits, k).values[..., -1], "
-     "keep the tokens at or above it and no more.", _top_k_off_by(+1)),
-    ("top-p dropped the token that crosses the threshold. Keep the smallest set of most likely tokens whose "
-     "probabilities add up to AT LEAST top_p: a token stays when the mass of the tokens ranked above it is "
-     "still below top_p (cumsum - probs < top_p).", _top_p_without_crossing_token),
-    ("all kept tokens came out equally often: sample them in proportion to their probabilities "
-     "(softmax of the filtered logits), not uniformly.", _uniform_over_kept),
+    Mistake("return one id per row, shape (B,): torch.multinomial gives (B, 1), so add .squeeze(-1).",
+            _one_column_per_row),
+    Mistake("you always took the most likely token (argmax): that is greedy decoding. Sample from the "
+            "probabilities instead, e.g. torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).",
+            _samples_from(_greedy)),
+    Mistake("the logits were multiplied by the temperature; divide them: logits / temperature (a temperature "
+            "below 1 must sharpen the distribution, above 1 flatten it).", _samples_from(_temperature_multiplied)),
+    Mistake("the temperature was ignored: divide the logits by it before the softmax.",
+            _samples_from(_temperature_ignored)),
+    Mistake("top-k kept k - 1 tokens: keep every token whose logit is >= the k-th largest "
+            "(torch.topk(logits, k).values[..., -1:]), use >= rather than >.", _samples_from(_top_k_off_by(-1))),
+    Mistake("top-k kept k + 1 tokens: the k-th largest logit is torch.topk(logits, k).values[..., -1], "
+            "keep the tokens at or above it and no more.", _samples_from(_top_k_off_by(+1))),
+    Mistake("top-p dropped the token that crosses the threshold. Keep the smallest set of most likely tokens whose "
+            "probabilities add up to AT LEAST top_p: a token stays when the mass of the tokens ranked above it is "
+            "still below top_p (cumsum - probs < top_p).", _samples_from(_top_p_without_crossing_token)),
+    Mistake("all kept tokens came out equally often: sample them in proportion to their probabilities "
+            "(softmax of the filtered logits), not uniformly.", _samples_from(_uniform_over_kept)),
 )
 
 
 def _sampling_case(description: str, rows: torch.Tensor, *, temperature: float | None = None,
-                   top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> Case:
+                   top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                   call_twice: bool = False) -> Case:
     """``rows`` (V,) or (G, V) logits repeated to 20 000 rows, and the sampling settings."""
     rows = rows.reshape(-1, rows.shape[-1])
     logits = rows.repeat(_N_ROWS // len(rows), 1)  # (20 000, V): row i holds group i % G
@@ -415,35 +384,43 @@ def _sampling_case(description: str, rows: torch.Tensor, *, temperature: float |
     for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
         if value is not None:
             kwargs[name] = value
-    return Case(description, (logits,), kwargs)
+    return Case(description, (logits,), kwargs, call_twice=call_twice)
 
 
 def _settings(case: Case) -> dict:
     return {name: case.kwargs[name] for name in ("temperature", "top_k", "top_p") if name in case.kwargs}
 
 
-def _verify_sampling(received: Any, case: Case) -> Problem | None:
-    """Judge the sampled ids: exactly the allowed tokens come out, each about as often as its probability."""
-    logits = case.args[0]
-    B, V = logits.shape
-    if not isinstance(received, torch.Tensor):
-        return f"expected a tensor of {B} token ids, received {_describe(received)}", ""
-    if received.shape != (B,):
-        hint = ("return one id per row, shape (B,): torch.multinomial gives (B, 1), so add .squeeze(-1)."
-                if received.shape == (B, 1) else "")
-        return f"expected shape ({B},), one id per row, received shape {tuple(received.shape)}", hint
-    if received.is_floating_point() or received.dtype == torch.bool:
-        return f"expected integer token ids, received dtype {received.dtype}", ""
-    if ((received < 0) | (received >= V)).any():
-        return f"some ids lie outside 0..{V - 1}: {sorted(set(received[(received < 0) | (received >= V)].tolist()))[:6]}", ""
+def _verify_sampling(received: Any, case: Case) -> str | None:
+    """The ``verify`` judge of ``sample_next_token``: None, or what is wrong with the sampled ids (B,).
 
+    Right means one integer id per row, exactly the allowed tokens coming
+    out, each about as often as its probability.
+    """
+    return _form_problem(received, case) or _frequency_problem(received, case, _distribution)
+
+
+def _form_problem(received: Any, case: Case) -> str | None:
+    """What keeps ``received`` from being one token id per row of the case's logits (B, V), or None."""
+    B, V = case.args[0].shape
+    if not isinstance(received, torch.Tensor):
+        return f"expected a tensor of {B} token ids, received {_describe(received)}"
+    if received.shape != (B,):
+        return f"expected shape ({B},), one id per row, received shape {tuple(received.shape)}"
+    if received.is_floating_point() or received.dtype == torch.bool:
+        return f"expected integer token ids, received dtype {received.dtype}"
+    outside = (received < 0) | (received >= V)
+    if outside.any():
+        return f"some ids lie outside 0..{V - 1}: {sorted(set(received[outside].tolist()))[:6]}"
+    return None
+
+
+def _frequency_problem(ids: torch.Tensor, case: Case, distribution: Callable) -> str | None:
+    """What differs between how often each id (B,) came out and the probabilities of ``distribution``, or None."""
+    logits = case.args[0]
     groups = _groups(logits)
-    expected = _distribution(groups, **_settings(case))
-    measured = _frequencies(received, len(groups), V)
-    problem = _compare_frequencies(measured, expected, B // len(groups))
-    if problem is None:
-        return None
-    return problem, _sampling_hint(measured, groups, case)
+    measured = _frequencies(ids, len(groups), logits.shape[1])
+    return _compare_frequencies(measured, distribution(groups, **_settings(case)), len(logits) // len(groups))
 
 
 def _groups(logits: torch.Tensor) -> torch.Tensor:
@@ -486,27 +463,7 @@ def _shares(probs: torch.Tensor) -> str:
     return "[" + ", ".join(f"{p:.3f}" for p in probs.tolist()) + "]"
 
 
-def _sampling_hint(measured: torch.Tensor, groups: torch.Tensor, case: Case) -> str:
-    """The hint of the one known mistake whose distribution the measured shares match, else "".
-
-    When two mistakes would give the same distribution in this case (with
-    top_k=2, keeping k - 1 tokens is greedy decoding), the case names neither:
-    another case tells them apart.
-    """
-    n_per_group = _N_ROWS // len(groups)
-    right = _distribution(groups, **_settings(case))
-    matching = []
-    for hint, wrong_distribution in _SAMPLING_MISTAKES:
-        try:
-            wrong = wrong_distribution(groups, **_settings(case))
-        except ValueError:
-            continue  # this mistake cannot show in this case
-        if not torch.allclose(wrong, right) and _compare_frequencies(measured, wrong, n_per_group) is None:
-            matching.append(hint)
-    return matching[0] if len(matching) == 1 else ""
-
-
-_SAMPLING_CASES = tuple(_StatisticalCase(case, _verify_sampling) for case in (
+_SAMPLING_CASES = (
     _sampling_case("20 000 rows of the same 8 logits, default settings: plain sampling", _LOGITS),
     _sampling_case("temperature=0.5 (sharper)", _LOGITS, temperature=0.5, seed=1),
     _sampling_case("temperature=2.0 (flatter)", _LOGITS, temperature=2.0, seed=2),
@@ -520,8 +477,8 @@ _SAMPLING_CASES = tuple(_StatisticalCase(case, _verify_sampling) for case in (
     _sampling_case("rows of two kinds in one batch (the 8 logits, then reversed), top_k=2",
                    torch.stack([_LOGITS, _LOGITS.flip(0)]), top_k=2, seed=8),
     _sampling_case("logits around 1000 (softmax must not overflow)", _LOGITS + 1000, seed=9),
-)) + (_StatisticalCase(_sampling_case("called twice with generators seeded alike: the same ids", _LOGITS, seed=10),
-                       _verify_sampling, twice=True),)
+    _sampling_case("called twice with generators seeded alike: the same ids", _LOGITS, seed=10, call_twice=True),
+)
 
 
 def check_sample_next_token(learner_fn: Any) -> CheckResult:
@@ -533,7 +490,8 @@ def check_sample_next_token(learner_fn: Any) -> CheckResult:
     temperature, top-k and top-p: exactly the allowed tokens must appear,
     each about as often as its probability (± 5 standard deviations).
     """
-    return _check_statistically(learner_fn, exercise="06.sample_next_token", cases=_SAMPLING_CASES)
+    return check_function(learner_fn, exercise="06.sample_next_token", verify=_verify_sampling,
+                          cases=_SAMPLING_CASES, mistakes=_SAMPLING_MISTAKES)
 
 
 

@@ -1,16 +1,24 @@
 """`course doctor`: all OK in the course's own environment, and useful lines when something is wrong."""
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from course_lib.tools import doctor
 from course_lib.tools.cli import main
-from course_lib.tools.doctor import FAIL, OK, WARN, CheckResult
+from course_lib.tools.doctor import DOCTOR_LEVELS, FAIL, OK, WARN, Finding
+
+REPO = Path(__file__).resolve().parents[1]
 
 STATUS_PREFIXES = ("[OK] ", "[WARN] ", "[FAIL] ")
 
@@ -19,10 +27,10 @@ STATUS_PREFIXES = ("[OK] ", "[WARN] ", "[FAIL] ")
 
 def test_every_check_passes_in_the_course_environment():
     results = doctor.run_checks()
-    failed = [result.line() for result in results if result.status == FAIL]
+    failed = [result.line() for result in results if result.level == FAIL]
     assert not failed, "\n".join(failed)
-    # One result per package plus six other checks.
-    assert len(results) == len(doctor.REQUIRED_PACKAGES) + 6
+    # One finding per required package plus seven other checks.
+    assert len(results) == len(doctor.required_packages()) + 7
 
 
 def test_run_doctor_prints_one_line_per_check_and_returns_zero():
@@ -49,12 +57,14 @@ def test_python_m_course_lib_doctor():
     assert all(line.startswith(STATUS_PREFIXES) for line in lines[:-1]), lines
     assert any(line.startswith("[OK] torch ") for line in lines)
     assert any(line.startswith("[OK] Jupyter kernel 'python3'") for line in lines)
+    assert any("bubblewrap" in line for line in lines)
 
 
 # -- versions -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("installed, pinned, expected", [
     ("2.4.6", "2.4.6", True),
+    ("2.4", "2.4.0", True),           # one release, written two ways
     ("2.13.0+cpu", "2.13.0", True),   # torch's build label is not a different release
     ("2.13.0+cu121", "2.13.0", True),
     ("2.13.0", "2.13.0+cpu", True),
@@ -65,9 +75,10 @@ def test_versions_match(installed, pinned, expected):
     assert doctor.versions_match(installed, pinned) is expected
 
 
-def test_public_version_rejects_an_empty_version():
-    with pytest.raises(ValueError, match="version"):
-        doctor.public_version("  ")
+@pytest.mark.parametrize("version", ["  ", "not a version"])
+def test_release_rejects_what_is_not_a_version(version):
+    with pytest.raises(ValueError, match="version must be"):
+        doctor.release(version)
 
 
 def test_parse_constraints_keeps_exact_pins_and_normalizes_names():
@@ -76,55 +87,108 @@ def test_parse_constraints_keeps_exact_pins_and_normalizes_names():
     assert doctor.parse_constraints(text) == {"jupyterlab-widgets": "3.0.17", "torch": "2.13.0", "pytest": "9.2.0"}
 
 
+def pyproject_requirements() -> list[Requirement]:
+    """pyproject.toml's dependencies and optional dependencies, read from the file (the installed metadata may lag)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    texts = project["dependencies"] + [text for extra in project["optional-dependencies"].values() for text in extra]
+    return [Requirement(text) for text in texts]
+
+
 def test_the_repository_constraints_pin_every_required_package():
     pins = doctor.read_constraints()
     assert pins is not None, f"{doctor.CONSTRAINTS_PATH} should exist next to the package"
-    assert all(doctor.normalize_name(name) in pins for name in doctor.REQUIRED_PACKAGES)
+    unpinned = [str(requirement) for requirement in pyproject_requirements()
+                if canonicalize_name(requirement.name) not in pins]
+    assert not unpinned, f"pin these in constraints.txt: {unpinned}"
+
+
+def test_pyproject_declares_every_package_that_course_lib_imports():
+    """Each third-party import of course_lib (and of the kernels it starts) is a declared dependency."""
+    imported = set()
+    for path in (REPO / "course_lib").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"course_lib", "__future__"}
+    distributions = metadata.packages_distributions()
+    declared = {canonicalize_name(requirement.name) for requirement in pyproject_requirements()}
+    undeclared = sorted(f"{module} ({', '.join(distributions.get(module, ['not installed']))})"
+                        for module in third_party
+                        if not {canonicalize_name(name) for name in distributions.get(module, [module])} & declared)
+    assert not undeclared, f"add to pyproject.toml's dependencies: {undeclared}"
+
+
+def test_required_packages_count_an_extra_only_when_it_is_installed():
+    requires = ["torch>=2.2", 'pytest>=7; extra == "dev"', 'nbval>=0.11; extra == "dev"',
+                'colorama; sys_platform == "never"']
+
+    def names(installed):
+        def version_of(name):
+            return "1.0" if name in installed else None
+
+        return [requirement.name for requirement in doctor.required_packages(requires, ["dev"], version_of)]
+
+    assert names({"torch"}) == ["torch"]  # a learner without the dev tools, and a marker that does not apply
+    assert names({"torch", "pytest"}) == ["torch", "pytest", "nbval"]  # half of dev: the missing half shows
+
+
+def test_the_installed_metadata_lists_the_course_requirements():
+    names = {canonicalize_name(requirement.name) for requirement in doctor.required_packages()}
+    assert {"torch", "jupyterlab", "nbformat", "nbclient"} <= names
 
 
 def test_a_missing_constraints_file_is_a_warning_not_a_failure(tmp_path):
     missing = tmp_path / "constraints.txt"
     assert doctor.read_constraints(missing) is None
     result = doctor.check_constraints_file(None, missing)
-    assert result.status == WARN and "not compared" in result.message
-    assert doctor.check_package("numpy", "1.0.0", None).status == OK
+    assert result.level == WARN and "not compared" in result.message
+    assert doctor.check_package(Requirement("numpy"), "1.0.0", None).level == OK
 
 
 # -- failure paths with made-up data -------------------------------------------------------------
 
 def test_a_version_that_differs_from_its_pin_fails_with_a_fix():
-    result = doctor.check_package("numpy", "2.3.0", {"numpy": "2.4.6"})
-    assert result.status == FAIL
+    result = doctor.check_package(Requirement("numpy"), "2.3.0", {"numpy": "2.4.6"})
+    assert result.level == FAIL
     line = result.line()
     assert line.startswith("[FAIL] numpy 2.3.0 installed, constraints.txt pins 2.4.6 -> fix: ")
     assert 'pip install -c constraints.txt -e ".[dev]"' in line
 
 
 def test_torch_with_its_cpu_label_matches_its_pin():
-    result = doctor.check_package("torch", "2.13.0+cpu", {"torch": "2.13.0"})
-    assert result.status == OK and "2.13.0+cpu" in result.message
+    result = doctor.check_package(Requirement("torch>=2.2"), "2.13.0+cpu", {"torch": "2.13.0"})
+    assert result.level == OK and "2.13.0+cpu" in result.message
+
+
+def test_a_version_the_requirement_excludes_fails_even_without_a_pin():
+    result = doctor.check_package(Requirement("torch>=2.2"), "2.1.0", None)
+    assert result.level == FAIL and "course_lib needs >=2.2" in result.message
 
 
 def test_a_missing_package_fails():
-    results = doctor.check_packages({"torch": "2.13.0"}, version_of=lambda name: None)
-    assert len(results) == len(doctor.REQUIRED_PACKAGES)
-    assert all(r.status == FAIL and "is not installed" in r.message and r.fix for r in results)
+    requirements = [Requirement("torch>=2.2"), Requirement("nbformat>=5")]
+    results = doctor.check_packages({"torch": "2.13.0"}, version_of=lambda name: None, requirements=requirements)
+    assert len(results) == len(requirements)
+    assert all(r.level == FAIL and "is not installed" in r.message and r.fix for r in results)
 
 
 def test_python_versions():
     assert doctor.check_python((3, 11, 7)).line() == "[OK] Python 3.11.7"
-    assert doctor.check_python((3, 12, 1)).status == OK
+    assert doctor.check_python((3, 12, 1)).level == OK
     too_old = doctor.check_python((3, 9, 18))
-    assert too_old.status == FAIL and "make install PYTHON=python3.11" in too_old.fix
+    assert too_old.level == FAIL and "make install PYTHON=python3.11" in too_old.fix
 
 
 def test_one_thread_on_a_multicore_machine_is_a_warning(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     result = doctor.check_threads(num_threads=1, cpu_count=8)
-    assert result.status == WARN
+    assert result.level == WARN
     assert "OMP_NUM_THREADS=1" in result.message and "export OMP_NUM_THREADS=8" in result.fix
-    assert doctor.check_threads(num_threads=1, cpu_count=1).status == OK
-    assert doctor.check_threads(num_threads=4, cpu_count=8).status == OK
+    assert doctor.check_threads(num_threads=1, cpu_count=1).level == OK
+    assert doctor.check_threads(num_threads=4, cpu_count=8).level == OK
 
 
 def test_a_missing_kernel_fails_with_the_install_command(tmp_path):
@@ -132,7 +196,7 @@ def test_a_missing_kernel_fails_with_the_install_command(tmp_path):
     # ask for a kernel name that exists nowhere.
     empty = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
     result = doctor.check_kernel(empty, kernel_name="no-such-kernel")
-    assert result.status == FAIL
+    assert result.level == FAIL
     assert "no Jupyter kernel named 'no-such-kernel'" in result.message
     assert "-m ipykernel install --user" in result.fix
 
@@ -150,7 +214,7 @@ def _kernel_manager_with(tmp_path, argv: list[str]) -> KernelSpecManager:
 def test_a_kernel_whose_python_does_not_exist_fails(tmp_path):
     manager = _kernel_manager_with(tmp_path, [str(tmp_path / "no-such-python")])
     result = doctor.check_kernel(manager)
-    assert result.status == FAIL and "cannot be started" in result.message
+    assert result.level == FAIL and "cannot be started" in result.message
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses a POSIX shell script as the kernel's Python")
@@ -161,7 +225,7 @@ def test_a_kernel_whose_python_cannot_import_course_lib_fails(tmp_path):
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
     wrapper.chmod(0o755)
     result = doctor.check_kernel(_kernel_manager_with(tmp_path, [str(wrapper)]))
-    assert result.status == FAIL
+    assert result.level == FAIL
     assert "cannot import course_lib" in result.message and "ModuleNotFoundError" in result.message
 
 
@@ -174,9 +238,9 @@ def test_a_loose_python_in_a_kernel_spec_means_this_python():
 
 def test_a_missing_widgets_extension_fails(tmp_path):
     result = doctor.check_widgets(prefix=tmp_path, version_of=lambda name: "3.0.17")
-    assert result.status == FAIL and "extension is missing" in result.message
+    assert result.level == FAIL and "extension is missing" in result.message
     not_installed = doctor.check_widgets(prefix=tmp_path, version_of=lambda name: None)
-    assert not_installed.status == FAIL and "not installed" in not_installed.message
+    assert not_installed.level == FAIL and "not installed" in not_installed.message
 
 
 def test_a_crashing_check_becomes_a_fail_line():
@@ -184,12 +248,31 @@ def test_a_crashing_check_becomes_a_fail_line():
         raise RuntimeError("boom")
 
     [result] = doctor._guarded(broken_check)
-    assert result.status == FAIL and "broken_check crashed: RuntimeError: boom" in result.message
+    assert result.level == FAIL and "broken_check crashed: RuntimeError: boom" in result.message
 
 
-def test_check_result_needs_a_known_status_and_a_fix_unless_ok():
-    with pytest.raises(ValueError, match="status"):
-        CheckResult("BAD", "message")
+def test_a_finding_needs_a_known_level_and_a_fix_unless_ok():
+    with pytest.raises(ValueError, match=re.escape(f"level must be one of {DOCTOR_LEVELS}")):
+        Finding("BAD", "message")
     with pytest.raises(ValueError, match="fix"):
-        CheckResult(FAIL, "something is broken")
-    assert CheckResult(OK, "fine").line() == "[OK] fine"
+        Finding(FAIL, "something is broken")
+    assert Finding(OK, "fine").line() == "[OK] fine"
+
+
+# -- the grader's sandbox -----------------------------------------------------------------------
+
+def test_bubblewrap_missing_is_a_warning_with_the_install_command():
+    finding = doctor.check_sandbox("bwrap is not installed", version="")
+    assert finding.level == WARN and "bwrap is not installed" in finding.message
+    assert finding.fix.endswith("apt-get install bubblewrap")
+
+
+def test_bubblewrap_that_cannot_create_namespaces_says_how_to_allow_them():
+    finding = doctor.check_sandbox("bwrap cannot start a sandboxed Python here (No permissions)",
+                                   version="bubblewrap 0.8.0")
+    assert finding.level == WARN and "No permissions" in finding.message and "unprivileged_userns" in finding.fix
+
+
+def test_working_bubblewrap_is_ok():
+    assert doctor.check_sandbox(None, version="bubblewrap 0.8.0").line() == (
+        "[OK] bubblewrap 0.8.0 sandboxes the learners' kernels of `course grade`")

@@ -1,6 +1,8 @@
 """Building exercise notebooks from solutions, protecting learner work, and running the real notebooks."""
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -18,6 +20,9 @@ from course_lib.tools.exercises import (
     find_out_of_sync,
     render_notebook,
     strip_solution,
+)
+from course_lib.tools.notebook_cells import (
+    CellError, CheckCall, find_check_call, first_definition, solution_exercise_id,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +146,55 @@ def test_solution_without_a_function_needs_an_explicit_exercise_id(tmp_path):
 
     with pytest.raises(ExerciseError, match="course.exercise"):
         build_exercise_notebook(path)
+
+
+def test_a_check_cell_must_call_its_check_with_the_learners_function_alone(tmp_path):
+    # The grader calls the check the same way the cell does: it could not pass the keyword on.
+    notebook = nbformat.read(write_solutions(tmp_path / "solutions"), as_version=4)
+    notebook.cells[2].source = "check_double(double, rounds=3)"
+    path = tmp_path / "solutions" / "01_toy.ipynb"
+    path.write_text(nbformat.writes(notebook), encoding="utf-8")
+
+    with pytest.raises(ExerciseError, match=r"cell 3: a check cell calls check_double\(learner_function\)"):
+        build_exercise_notebook(path)
+
+
+# ---------------------------------------------------------------------------
+# Reading cells: one reading for the build and the grader
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("# NBVAL_CHECK_OUTPUT\ncheck_softmax(softmax)", CheckCall("check_softmax", "softmax")),
+    ("course_lib.checks.check_layer_norm(my_functions['layer_norm'])",
+     CheckCall("check_layer_norm", "my_functions['layer_norm']")),
+    ("%time\ncheck_softmax(softmax)", CheckCall("check_softmax", "softmax")),  # a magic line is not Python
+    ("from course_lib.checks import check_softmax", None),  # imported, not called
+    ("def check_mine(fn):\n    return fn(1)", None),  # defined, not called
+    ("print('no check here')", None),
+])
+def test_find_check_call(source, expected):
+    assert find_check_call(source) == expected
+
+
+@pytest.mark.parametrize("source, words", [
+    ("check_a(f)\ncheck_b(g)", "one check call per cell"),
+    ("check_a(f, g)", "with one argument"),
+    ("check_a(*functions)", "with one argument"),
+    ("check_a(f\n", "not valid Python"),
+])
+def test_find_check_call_refuses_what_the_grader_could_not_repeat(source, words):
+    with pytest.raises(CellError, match=words):
+        find_check_call(source)
+
+
+def test_a_solution_cell_is_named_by_its_metadata_or_its_first_definition():
+    assert first_definition("import torch\n\nclass Block:\n    def forward(self): pass") == "Block"
+    assert first_definition("x = 1  # def not_this") is None
+    assert solution_exercise_id("def softmax(x):\n    pass", {}, number="00") == "00.softmax"
+    assert solution_exercise_id("x = 1", {"course": {"exercise": "00.warm_up"}}, number="00") == "00.warm_up"
+    with pytest.raises(CellError, match="course.exercise must look like '00.name', got '01.x'"):
+        solution_exercise_id("x = 1", {"course": {"exercise": "01.x"}}, number="00")
 
 
 # ---------------------------------------------------------------------------
@@ -319,6 +373,43 @@ def test_check_names_missing_extra_and_different_notebooks(tmp_path, capsys):
     assert f"different: {exercises / '98_new.ipynb'} was edited since it was generated" in errors
 
 
+# Runs `python -m course_lib ARGS...` with every import of torch refused, as on a machine without torch.
+WITHOUT_TORCH = """
+import runpy, sys
+
+class RefuseTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"this test forbids importing {name}")
+        return None
+
+sys.meta_path.insert(0, RefuseTorch())
+sys.argv = ["course", *sys.argv[1:]]
+runpy.run_module("course_lib", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_exercises_build_and_check_run_without_torch(tmp_path):
+    exercises = tmp_path / "exercises"
+    for command in ("build", "check"):
+        completed = subprocess.run(
+            [sys.executable, "-c", WITHOUT_TORCH, "exercises", command,
+             "--solutions", str(REPO / "solutions"), "--exercises", str(exercises)],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "is in sync with" in completed.stdout
+    assert sorted(path.name for path in exercises.iterdir()) == sorted(path.name for path in EXERCISES)
+
+
+def test_the_command_line_imports_no_torch():
+    code = ("import sys, course_lib.tools.cli, course_lib.tools.exercises, course_lib.tools.notebook_cells; "
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torch'))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
 def test_check_ignores_backups(course):
     solutions, exercises = course
     build_exercises(solutions, exercises)
@@ -357,6 +448,7 @@ def test_solutions_store_passing_verdicts_that_nbval_rechecks(path):
         assert [summary["status"] for summary in summaries] == ["passed"], cell.source[:80]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.name)
 def test_unsolved_exercises_run_and_report_not_implemented(path):
     run = execute_notebook(path, timeout=120)

@@ -3,15 +3,15 @@
 One batch of learners is graded once (the `batch` fixture); each test reads
 the rows of one learner. Every learner is a scenario: an honest one, a
 blank one, one who cheats in a given way, one whose code loops forever...
-The course is a copy of the real solutions notebooks 00 and 01.
+The course is a copy of the real solutions notebooks 00 and 01. The
+learners who attack the grader's files and other learners are in
+test_grading_sandbox.py.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import socket
-import threading
+import os
 from pathlib import Path
 
 import nbformat
@@ -21,25 +21,22 @@ import torch
 from course_lib.checks import SUMMARY_MIME_TYPE
 from course_lib.tools.cli import main
 from course_lib.tools.grading import (
-    CSV_COLUMNS, Exercise, GradeReport, GradeRow, GradingError, SandboxLimits, format_summary, grade_submissions,
-    load_course, network_isolation_command, replay_check, write_feedback, write_grades_csv,
+    BUBBLEWRAP, CSV_COLUMNS, NETWORK_NAMESPACE, NO_ISOLATION, Exercise, GradeReport, GradeRow, GradingError,
+    Isolation, SandboxLimits, choose_isolation, format_summary, grade_submissions, load_course,
+    network_isolation_command, replay_check, write_feedback, write_grades_csv,
+)
+from course_lib.tools.grading.replay import RecordingMismatch, load_record
+from grading_helpers import (
+    REPO, RIGHT_SOFTMAX, ZERO_SOFTMAX, Listener, copy_course, exercise_notebook, file_hashes, save, softmax_learner,
+    solve,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 COURSE_NOTEBOOKS = ("00_warmup", "01_attention")
 LIMITS = SandboxLimits(cell_timeout=15, notebook_timeout=120, memory_mb=3072)
-
-RIGHT_SOFTMAX = '''def softmax(x, dim=-1):
-    shifted = x - x.amax(dim=dim, keepdim=True)
-    return shifted.exp() / shifted.exp().sum(dim=dim, keepdim=True)'''
 
 # Overflows on large scores: passes the small cases, fails the large ones.
 NAIVE_SOFTMAX = '''def softmax(x, dim=-1):
     return x.exp() / x.exp().sum(dim=dim, keepdim=True)'''
-
-# Wrong on every case: what a cheat starts from.
-ZERO_SOFTMAX = """def softmax(x, dim=-1):
-    return torch.zeros_like(x)"""
 
 RIGHT_SCORES = '''def attention_scores(q, k):
     return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])'''
@@ -57,63 +54,10 @@ RIGHT_ATTENTION = '''def scaled_dot_product_attention(q, k, v, mask=None):
 # ---------------------------------------------------------------------------
 
 
-def exercise_notebook(name: str) -> nbformat.NotebookNode:
-    """A fresh copy of the generated exercise notebook, as a learner receives it."""
-    return nbformat.read(REPO / "exercises" / f"{name}.ipynb", as_version=4)
-
-
-def solve(notebook: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
-    """Write each answer into the solution cell of its exercise id, as a learner does in JupyterLab."""
-    for cell in notebook.cells:
-        marks = cell.metadata.get("course", {})
-        if marks.get("role") == "solution" and marks["exercise"] in answers:
-            cell.source = answers[marks["exercise"]]
-    return notebook
-
-
-def save(notebook: nbformat.NotebookNode, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, path)
-
-
-def softmax_learner(root: Path, learner: str, source: str, file_name: str = "my_warmup.ipynb") -> None:
-    """A learner who submits only notebook 00, with ``source`` as the softmax cell."""
-    save(solve(exercise_notebook("00_warmup"), {"00.softmax": source}), root / learner / file_name)
-
-
 def attention_learner(root: Path, learner: str, scores: str, attention: str) -> None:
     """A learner who submits only notebook 01."""
     answers = {"01.attention_scores": scores, "01.scaled_dot_product_attention": attention}
     save(solve(exercise_notebook("01_attention"), answers), root / learner / "01_attention.ipynb")
-
-
-class Listener:
-    """A TCP server on localhost that records whether anyone connected: the kernels must not reach it."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.5)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            connection.close()
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 def write_batch(root: Path, listener_port: int) -> None:
@@ -255,19 +199,10 @@ except OSError:
     pass''')
 
 
-def file_hashes(root: Path) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
-
-
 @pytest.fixture(scope="module")
 def course_dir(tmp_path_factory) -> Path:
-    """The course's solutions notebooks 00 and 01, copied: the test does not depend on later notebooks."""
-    solutions = tmp_path_factory.mktemp("course") / "solutions"
-    solutions.mkdir()
-    for name in COURSE_NOTEBOOKS:
-        (solutions / f"{name}.ipynb").write_bytes((REPO / "solutions" / f"{name}.ipynb").read_bytes())
-    return solutions
+    """The course's solutions notebooks 00 and 01, copied."""
+    return copy_course(tmp_path_factory.mktemp("course") / "solutions", COURSE_NOTEBOOKS)
 
 
 @pytest.fixture(scope="module")
@@ -416,9 +351,10 @@ def test_memory_beyond_the_limit_fails_the_function(batch):
     assert "allocate" in graded.feedback.lower() or "memory" in graded.feedback.lower()
 
 
-@pytest.mark.skipif(not network_isolation_command(), reason="unshare with user namespaces is not available here")
+@pytest.mark.skipif(choose_isolation().kind == NO_ISOLATION,
+                    reason="neither bubblewrap nor unshare with user namespaces is available here")
 def test_the_kernel_has_no_network(batch):
-    assert batch[0].network_isolated
+    assert batch[0].isolation.kind in (BUBBLEWRAP, NETWORK_NAMESPACE)
     assert batch[4].connections == 0
     assert row(batch, "network").status == "passed"  # the failed connection cost nothing else
 
@@ -478,11 +414,20 @@ def test_the_summary_has_one_line_per_learner():
     report = GradeReport(
         rows=[GradeRow("ada", "00_warmup", "00.softmax", 1.0, 1.0, "passed"),
               GradeRow("ada", "01_attention", "01.attention_scores", 0.0, 1.0, "timeout")],
-        notes={}, grader_problems=[], network_isolated=True, seconds=1.0,
+        notes={}, grader_problems=[], isolation=Isolation(BUBBLEWRAP), seconds=1.0,
     )
     lines = format_summary(report).splitlines()
     assert lines[0].split()[:2] == ["learner", "score"]
     assert lines[2].split()[:4] == ["ada", "1", "/", "2"]
+    assert lines[-1].startswith("isolation: bubblewrap: ")
+
+
+def test_the_summary_says_what_a_fallback_leaves_open():
+    fallback = Isolation(NETWORK_NAMESPACE, "bwrap is not installed")
+    report = GradeReport(rows=[], notes={}, grader_problems=[], isolation=fallback, seconds=1.0)
+    last_line = format_summary(report).splitlines()[-1]
+    assert "network namespace only" in last_line and "every file the grader can" in last_line
+    assert "bwrap is not installed" in last_line and "apt-get install bubblewrap" in last_line
 
 
 def test_the_command_writes_csv_and_feedback(tmp_path, course_dir, capsys):
@@ -549,13 +494,29 @@ def replay_record(calls, stopped="", callable_=True):
 
 def test_a_record_that_does_not_fit_the_check_is_never_a_pass():
     softmax = Exercise("00.softmax", "00_warmup", 1.0, "check_softmax", "softmax")
-    from course_lib.tools.grading import _RecordingMismatch
-
-    with pytest.raises(_RecordingMismatch):  # no calls recorded, and nothing stopped the check
+    with pytest.raises(RecordingMismatch):  # no calls recorded, and nothing stopped the check
         replay_check(softmax, replay_record([]))
     forged = {"returned": ("tensor", "all cases passed"), "inputs_after": {"args": [], "kwargs": {}}}
-    with pytest.raises(_RecordingMismatch):
+    with pytest.raises(RecordingMismatch):
         replay_check(softmax, replay_record([forged] * 9))
+
+
+def test_the_grader_reads_no_record_through_a_link_or_from_a_pipe(tmp_path):
+    """The kernel owns its results folder: it may leave links to other files, or a pipe that never ends."""
+    results = tmp_path / "results"
+    results.mkdir()
+    secret = tmp_path / "another learner's file"
+    torch.save({"defined": True, "type": "", "callable": False, "calls": [], "stopped": ""}, secret)
+    (results / "link.pt").symlink_to(secret)
+    with pytest.raises(OSError):
+        load_record(results / "link.pt", SandboxLimits())
+    os.mkfifo(results / "pipe.pt")
+    with pytest.raises(RecordingMismatch, match="not a regular file"):
+        load_record(results / "pipe.pt", SandboxLimits())  # returns at once instead of waiting for a writer
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "swapped").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(RecordingMismatch, match="link"):
+        load_record(tmp_path / "swapped" / "record.pt", SandboxLimits())
 
 
 def test_replayed_answers_reach_the_same_verdict_as_the_check():
@@ -579,3 +540,5 @@ def test_replayed_answers_reach_the_same_verdict_as_the_check():
 def test_the_grader_runs_without_network_isolation_when_unshare_is_missing(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert network_isolation_command() == []
+    isolation = choose_isolation()
+    assert (isolation.kind, isolation.shortfall) == (NO_ISOLATION, "bwrap is not installed")

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--workers", type=int, choices=range(1, 9), default=2, metavar="N",
                        help="notebooks run at the same time, 1 to 8 (default: 2)")
     grade.add_argument("--solutions", default="solutions", help="the instructor's notebooks (default: solutions)")
+    grade.add_argument("--require-sandbox", action="store_true",
+                       help="refuse to grade unless bubblewrap isolates every learner's kernel")
     grade.set_defaults(run=_run_grade)
 
     pretrain = commands.add_parser("pretrain", help="train a shipped checkpoint again (tiny-bert or tiny-gpt)")
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from course_lib.hub import pretrain
+    from course_lib.lab.pretraining import pretrain
 
     pretrained = pretrain(args.name, steps=args.steps)
     print(f"saved {pretrained.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in pretrained.metrics.items()))
@@ -125,7 +127,7 @@ def _run_grade(args: argparse.Namespace) -> int:
     limits = SandboxLimits(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout, memory_mb=args.memory)
     return run_grade_command(
         Path(args.submissions), out=Path(args.out), feedback_dir=Path(args.feedback) if args.feedback else None,
-        solutions_dir=Path(args.solutions), limits=limits, workers=args.workers,
+        solutions_dir=Path(args.solutions), limits=limits, workers=args.workers, require_sandbox=args.require_sandbox,
     )
 
 

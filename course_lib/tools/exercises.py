@@ -16,7 +16,10 @@ Exercise ids look like ``"00.softmax"``: the notebook's number and the name
 of the function the exercise asks for. A solution cell gets its id from its
 first top-level ``def`` or ``class`` (or from ``course.exercise`` in its
 cell metadata, when an instructor wants another name); a check cell from the
-``check_<name>(...)`` call it makes.
+``check_<name>(answer)`` call it makes. ``notebook_cells`` reads cells so,
+for this build and for the grader alike.
+
+Torch-free: ``course exercises build`` and ``check`` only read and write notebooks.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.checks import SUMMARY_MIME_TYPE
+from course_lib.tools.notebook_cells import CellError, find_check_call, solution_exercise_id
+from course_lib.verdicts import SUMMARY_MIME_TYPE
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -49,8 +53,6 @@ FORMAT_VERSION = 1
 # Cell metadata worth carrying over; the rest (execution timings, scroll
 # state) is noise that would make every rebuild differ.
 _KEPT_CELL_METADATA = ("tags", "jupyter", "slideshow", "editable", "deletable")
-_TOP_LEVEL_DEFINITION = re.compile(r"^(?:async\s+)?(?:def|class)\s+(?P<name>[A-Za-z_]\w*)", re.MULTILINE)
-_CHECK_CALL = re.compile(r"\bcheck_(?P<name>[A-Za-z_]\w*)\s*\(")
 
 
 class ExerciseError(ValueError):
@@ -169,38 +171,22 @@ def _exercise_cell(cell: dict, *, index: int, number: str, where: str) -> tuple[
     new_cell["outputs"] = []
     stripped_source, regions = strip_solution(cell.source, where=where)
     new_cell["source"] = stripped_source
-    check_names = set(_CHECK_CALL.findall(cell.source))
-    if regions and check_names:
-        raise ExerciseError(
-            f"{where}: a cell holds both a solution and a check; put the check call in a cell of its own"
-        )
-    if len(check_names) > 1:
-        raise ExerciseError(f"{where}: one check per cell, found calls to {sorted('check_' + n for n in check_names)}")
+    try:
+        check_call = find_check_call(cell.source)
+        if regions and check_call is not None:
+            raise CellError("a cell holds both a solution and a check; put the check call in a cell of its own")
+        exercise_id = solution_exercise_id(cell.source, cell.metadata, number=number) if regions else None
+    except CellError as error:
+        raise ExerciseError(f"{where}: {error}") from error
 
     if regions:
-        exercise_id = _solution_exercise_id(cell, number=number, where=where)
         _mark_graded(metadata, exercise_id, role="solution")
         return new_cell, exercise_id, regions
-    if check_names:
-        exercise_id = f"{number}.{check_names.pop()}"
+    if check_call is not None:
+        exercise_id = f"{number}.{check_call.function_name}"
         _mark_graded(metadata, exercise_id, role="check")
         return new_cell, exercise_id, []
     return new_cell, None, []
-
-
-def _solution_exercise_id(cell: dict, *, number: str, where: str) -> str:
-    explicit_id = cell.metadata.get("course", {}).get("exercise")
-    if explicit_id is not None:
-        if not re.fullmatch(rf"{number}\.[A-Za-z_]\w*", str(explicit_id)):
-            raise ExerciseError(f"{where}: course.exercise must look like '{number}.name', got {explicit_id!r}")
-        return explicit_id
-    definition = _TOP_LEVEL_DEFINITION.search(cell.source)
-    if definition is None:
-        raise ExerciseError(
-            f"{where}: a solution region needs a top-level def or class in its cell to name the exercise, "
-            "or an id in the cell metadata course.exercise"
-        )
-    return f"{number}.{definition['name']}"
 
 
 def _mark_graded(metadata: dict, exercise_id: str, *, role: str) -> None:
@@ -420,12 +406,12 @@ def run_check_command(solutions_dir: Path, exercises_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Executing a notebook and reading its verdicts (tests, and later the grader)
+# Executing a notebook as it is and reading its verdicts (the tests of the notebooks)
 # ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class NotebookRun:
+class ExecutedNotebook:
     """An executed notebook: the check summaries it displayed and the errors its cells raised, in cell order."""
 
     notebook: nbformat.NotebookNode
@@ -433,12 +419,12 @@ class NotebookRun:
     errors: list[str]
 
 
-def execute_notebook(path: Path, *, timeout: float = 120, kernel_name: str = "python3") -> NotebookRun:
+def execute_notebook(path: Path, *, timeout: float = 120, kernel_name: str = "python3") -> ExecutedNotebook:
     """Run every cell of the notebook at ``path`` (in its own directory) without stopping at errors.
 
     ``timeout`` is the limit in seconds for each cell. The file is not modified.
     """
-    from nbclient import NotebookClient  # imported here: only tests and the grader execute notebooks
+    from nbclient import NotebookClient  # imported here: building exercises never executes one
 
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -453,7 +439,7 @@ def execute_notebook(path: Path, *, timeout: float = 120, kernel_name: str = "py
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     client.execute()
-    return NotebookRun(notebook=notebook, verdicts=collect_verdicts(notebook), errors=collect_errors(notebook))
+    return ExecutedNotebook(notebook=notebook, verdicts=collect_verdicts(notebook), errors=collect_errors(notebook))
 
 
 def collect_verdicts(notebook: nbformat.NotebookNode) -> list[dict]:

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from course_lib.utils import check_positive_int, evaluating
+
 IGNORE_INDEX = -100
 
 
@@ -129,3 +131,85 @@ def gpt_finetune_loss(task_logits: torch.Tensor, labels: torch.Tensor, lm_logits
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     task_loss = F.cross_entropy(task_logits, labels)
     return task_loss + lm_weight * next_token_loss(lm_logits, lm_targets)
+
+
+# -- Asking a trained model about every word -----------------------------------------------
+# The lab (probes, the BERT-versus-GPT comparison, fine-tuning) measures
+# pretrained models with their own objectives, word by word. These two
+# functions are the one place where that is done.
+
+
+def gpt_token_losses(gpt: torch.nn.Module, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GPT's next-token loss at every position of a batch, in nats: (B, T) ids -> (B, T - 1).
+
+    ``losses[b, t] = -log p(input_ids[b, t + 1] | input_ids[b, :t + 1])``:
+    thanks to the causal mask, one forward pass gives every term. Where the
+    token to predict is padding (``attention_mask`` False or 0 at t + 1) the
+    loss is 0, so a row's sum is minus the log-probability of its sequence
+    after the first token (the chain rule).
+
+    The model runs in eval mode without gradients and is left in the mode it was in.
+    """
+    inputs, targets = next_token_targets(input_ids, attention_mask)  # (B, T-1) each: t reads 0..t, predicts t+1
+    inputs_mask = None if attention_mask is None else attention_mask[:, :-1]
+    with evaluating(gpt):
+        return per_position_loss(gpt(inputs, inputs_mask), targets)
+
+
+def masked_one_at_a_time_log_probs(bert: torch.nn.Module, input_ids: torch.Tensor,
+                                   attention_mask: torch.Tensor | None, *, mask_id: int,
+                                   positions: Sequence[tuple[int, int]] | torch.Tensor,
+                                   batch_size: int = 512) -> torch.Tensor:
+    """BERT's log-probabilities at chosen positions, each position masked on its own.
+
+    Every ``(row, position)`` pair becomes its own input: row ``row`` of
+    ``input_ids`` with only ``position`` replaced by ``mask_id``, so BERT
+    predicts that one word from all the others, on both sides. The probes
+    fill in one pronoun or person this way, notebook 07 compares BERT's loss
+    with GPT's word by word, and the sum of these terms over a story's words
+    is its pseudo-log-likelihood (Salazar et al., 2020).
+
+    The inputs run ``batch_size`` at a time, in eval mode without gradients;
+    the model is left in the mode it was in.
+
+    Args:
+        bert: a masked language model, ``bert(ids, attention_mask)`` -> logits (b, T, V).
+        input_ids: (B, T) token ids.
+        attention_mask: (B, T), True or 1 for a real token; None when nothing is padded.
+        mask_id: id of ``[MASK]``.
+        positions: N pairs ``(row, position)``, as a sequence or an (N, 2) integer tensor.
+        batch_size: inputs per forward pass.
+
+    Returns:
+        (N, V) log-probabilities, row n for the n-th pair: ``.argmax(dim=-1)``
+        gives BERT's guesses, ``-log_probs.gather(1, words[:, None])`` the
+        loss of the words really there.
+    """
+    _check_ids("input_ids", input_ids)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                         f"got {tuple(attention_mask.shape)}")
+    check_positive_int("batch_size", batch_size)
+    pairs = torch.as_tensor(positions, dtype=torch.long, device=input_ids.device)  # (N, 2)
+    if pairs.dim() != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+        raise ValueError(f"positions must be a non-empty list of (row, position) pairs, got shape {tuple(pairs.shape)}")
+    rows, columns = pairs[:, 0], pairs[:, 1]
+    B, T = input_ids.shape
+    if rows.min() < 0 or rows.max() >= B or columns.min() < 0 or columns.max() >= T:
+        raise ValueError(f"positions must hold rows from 0 to {B - 1} and positions from 0 to {T - 1} "
+                         f"(input_ids is {B} x {T}), got rows {int(rows.min())}..{int(rows.max())} "
+                         f"and positions {int(columns.min())}..{int(columns.max())}")
+    log_probs = []
+    with evaluating(bert):
+        for start in range(0, len(pairs), batch_size):
+            chunk_rows, chunk_columns = rows[start:start + batch_size], columns[start:start + batch_size]
+            every_input = torch.arange(len(chunk_rows), device=input_ids.device)
+            ids = input_ids[chunk_rows].clone()                                 # (b, T)
+            ids[every_input, chunk_columns] = mask_id                           # one blank per input
+            mask = None if attention_mask is None else attention_mask[chunk_rows]
+            logits = bert(ids, mask)[every_input, chunk_columns]                # (b, V): the blanks' scores
+            log_probs.append(logits.log_softmax(dim=-1))
+    return torch.cat(log_probs)                                                 # (N, V)

@@ -17,6 +17,7 @@ from course_lib.lab.comparison import (
 from course_lib.corpus import default_world
 from course_lib.corpus import Story
 from course_lib.models import BERT, GPT, TransformerConfig
+from course_lib.objectives import gpt_token_losses, masked_one_at_a_time_log_probs
 from course_lib.lab.probes import attention_maps
 from course_lib.tokenizer import Tokenizer
 
@@ -166,3 +167,58 @@ def test_inputs_are_validated(models, tokenizer, stories):
     with pytest.raises(ValueError, match="stories"):
         bert_word_losses(bert, tokenizer, [])
     assert math.isfinite(gpt_word_losses(gpt, tokenizer, stories[:1])[0].sum().item())
+
+
+# ---------------------------------------------------------------------------
+# The two measurements the lab shares (course_lib.objectives)
+# ---------------------------------------------------------------------------
+
+
+def test_masked_one_at_a_time_log_probs_hides_one_position_per_input(models, tokenizer, stories):
+    _, bert = models
+    batch = tokenizer.encode_batch([s.tokens for s in stories[:4]], style="bert")
+    pairs = [(0, 1), (3, 2), (1, 5), (3, 1), (2, len(stories[2].tokens))]  # any order, rows repeated
+    bert.train()  # measured in eval mode, and left as it was
+    log_probs = masked_one_at_a_time_log_probs(bert, batch.input_ids, batch.attention_mask,
+                                               mask_id=tokenizer.mask_id, positions=pairs, batch_size=2)
+    assert bert.training
+    bert.eval()
+    assert log_probs.shape == (len(pairs), tokenizer.vocab_size)
+    for (row, position), row_log_probs in zip(pairs, log_probs):
+        real = batch.attention_mask[row]
+        blanked = batch.input_ids[row, real].clone()  # the story alone, unpadded, with one [MASK]
+        blanked[position] = tokenizer.mask_id
+        with torch.no_grad():
+            expected = torch.log_softmax(bert(blanked[None])[0, position], dim=-1)
+        torch.testing.assert_close(row_log_probs, expected, atol=1e-5, rtol=1e-4)
+    one_batch = masked_one_at_a_time_log_probs(bert, batch.input_ids, batch.attention_mask,
+                                               mask_id=tokenizer.mask_id, positions=torch.tensor(pairs))
+    torch.testing.assert_close(one_batch, log_probs)  # the batch size changes nothing
+
+
+def test_masked_one_at_a_time_log_probs_rejects_bad_positions(models, tokenizer):
+    _, bert = models
+    ids = torch.tensor([tokenizer.encode("alice went home .", style="bert")])  # (1, 6)
+    for positions, words in (([], "non-empty"), ([(0, 1, 2)], "pairs"), ([(1, 1)], "rows from 0 to 0"),
+                             ([(0, 6)], "positions from 0 to 5")):
+        with pytest.raises(ValueError, match=words):
+            masked_one_at_a_time_log_probs(bert, ids, None, mask_id=tokenizer.mask_id, positions=positions)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        masked_one_at_a_time_log_probs(bert, ids, None, mask_id=tokenizer.mask_id, positions=[(0, 1)], batch_size=0)
+
+
+def test_gpt_token_losses_score_every_next_token_and_no_padding(models, tokenizer, stories):
+    gpt, _ = models
+    batch = tokenizer.encode_batch([s.tokens for s in stories[:3]], style="gpt")
+    gpt.train()
+    losses = gpt_token_losses(gpt, batch.input_ids, batch.attention_mask)  # (3, T-1)
+    assert gpt.training
+    gpt.eval()
+    assert losses.shape == (3, batch.input_ids.shape[1] - 1)
+    for row in range(3):
+        n = int(batch.attention_mask[row].sum())  # [BOS] words [EOS]
+        ids = batch.input_ids[row, :n]
+        with torch.no_grad():
+            expected = F.cross_entropy(gpt(ids[None, :-1])[0], ids[1:], reduction="none")
+        torch.testing.assert_close(losses[row, :n - 1], expected, atol=1e-5, rtol=1e-4)
+        assert (losses[row, n - 1:] == 0).all()  # padding is never predicted

@@ -4,9 +4,10 @@ import torch
 
 from course_lib.lab.explorers import (
     FillInTheBlankExplorer, SamplingExplorer, fill_in_the_blank, next_token_distribution, plot_fill_in_the_blank,
-    plot_next_token_filter, sample_with_settings,
+    plot_next_token_filter, sample_with_settings, story_report,
 )
 from course_lib.generation import generate
+from course_lib.lab.probes import diagnose_story
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.tokenizer import Tokenizer
 
@@ -149,22 +150,70 @@ def test_next_token_filter_figure(gpt, tokenizer):
         plot_next_token_filter(tokens[:3], before, after)
 
 
+def test_sampled_stories_continue_the_prompt(gpt, tokenizer):
+    prompt = "alice went to the"
+    stories = sample_with_settings(gpt, tokenizer, 4, seed=2, prompt=prompt)
+    assert all(story.startswith(prompt + " ") for story in stories)
+
+    greedy = sample_with_settings(gpt, tokenizer, 1, top_k=1, prompt=prompt)[0]
+    start = torch.tensor([[tokenizer.bos_id] + tokenizer.encode(prompt)])
+    written = generate(gpt, start, gpt.config.max_len - start.shape[1], greedy=True, eos_id=tokenizer.eos_id)[0, 1:]
+    words = tokenizer.convert_ids_to_tokens(written.tolist())
+    expected = words[:words.index("[EOS]")] if "[EOS]" in words else words + ["(unfinished)"]
+    assert greedy == " ".join(expected)
+    with pytest.raises(ValueError, match="prompt is 25 tokens long with \\[BOS\\], more than max_len=24"):
+        sample_with_settings(gpt, tokenizer, 1, prompt="alice went home . " * 6)
+
+
+def test_story_report_says_why_each_rejected_story_is_wrong():
+    valid = "zoe went to the park to meet leo in the evening ."
+    wrong_pronoun = "leo went to the park to meet her sister at night ."
+    unfinished = "emma went to the beach to swim at noon . (unfinished)"
+    report = story_report([valid, wrong_pronoun, unfinished]).splitlines()
+    kind, explanation = diagnose_story(wrong_pronoun)
+    assert report == [f"✓ {valid}",
+                      f"✗ {wrong_pronoun}", f"      {kind}: {explanation}",
+                      f"✗ {unfinished}", f"      unfinished: {diagnose_story(unfinished)[1]}",
+                      "1 of 3 stories valid"]
+
+
 def test_sampling_explorer_draws_new_stories_when_a_control_changes(gpt, tokenizer):
-    explorer = SamplingExplorer(gpt, tokenizer, prompt="alice went to the", n=3)
+    prompt = "alice went to the"
+    explorer = SamplingExplorer(gpt, tokenizer, prompt=prompt, n=3)
     assert explorer.settings() == {"temperature": 1.0, "top_k": None, "top_p": None}
-    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, seed=0)
+    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, seed=0, prompt=prompt)
 
     explorer.top_k.value = 1
-    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, top_k=1, seed=0)
+    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, top_k=1, seed=0, prompt=prompt)
     explorer.top_k.value = 0
     explorer.top_p.value = 0.5
     explorer.temperature.value = 0.7
     assert explorer.settings() == {"temperature": 0.7, "top_k": None, "top_p": 0.5}
-    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, temperature=0.7, top_p=0.5, seed=0)
+    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, temperature=0.7, top_p=0.5, seed=0,
+                                                    prompt=prompt)
 
     explorer.new_samples.click()
     assert explorer.seed == 1
-    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, temperature=0.7, top_p=0.5, seed=1)
+    assert explorer.stories == sample_with_settings(gpt, tokenizer, 3, temperature=0.7, top_p=0.5, seed=1,
+                                                    prompt=prompt)
     figure, text = explorer.output.outputs
     assert figure["data"]["image/png"]
-    assert "of 3 stories valid (seed 1)" in text["text"]
+    assert text["text"] == story_report(explorer.stories) + " (seed 1)\n"
+
+
+# ---------------------------------------------------------------------------
+# What a saved notebook shows where the widget cannot be drawn
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda bert, gpt, tokenizer: FillInTheBlankExplorer(bert, tokenizer, "[MASK] went home ."),
+     "Fill-in-the-blank explorer"),
+    (lambda bert, gpt, tokenizer: SamplingExplorer(gpt, tokenizer, n=1), "Sampling explorer"),
+])
+def test_explorers_save_one_line_of_text_beside_the_widget(bert, gpt, tokenizer, make, name):
+    explorer = make(bert, gpt, tokenizer)
+    bundle = explorer._repr_mimebundle_()
+    line = f"{name}: run the cells above (Run > Run All Cells) to use it."
+    assert bundle["text/plain"] == repr(explorer) == line
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id

@@ -1,6 +1,7 @@
 """Tests of course_lib.lab.viz: the plain functions behind every picture and the attention explorer."""
 from __future__ import annotations
 
+import base64
 import math
 
 import matplotlib
@@ -120,6 +121,16 @@ def test_heatmap_of_several_heads():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["head 2", "head 0"]
 
 
+def test_heatmap_of_a_chosen_size():
+    weights = torch.softmax(torch.randn(4, 6), dim=-1)
+    fig = viz.plot_attention(weights, TOKENS[:4], TOKENS, figsize=(8, 3.5))
+    assert tuple(fig.get_size_inches()) == (8, 3.5)
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="figsize sizes a new figure"):
+        viz.plot_attention(weights, TOKENS[:4], TOKENS, ax=ax, figsize=(8, 3.5))
+    plt.close(fig)
+
+
 def test_heatmap_draws_into_given_axes_without_closing_them():
     fig, ax = plt.subplots()
     returned = viz.plot_attention(torch.eye(3), ["a", "b", "c"], ax=ax)
@@ -216,6 +227,31 @@ def test_explorer_follows_story_and_query(explorer):
     torch.testing.assert_close(explorer.weights, expected)
 
 
+def test_explorer_scale_slider_is_wide_and_reaches_0_05_exactly(explorer):
+    slider = explorer.scale
+    assert slider.layout.width == "70%"
+    steps_to_0_05 = (0.05 - slider.min) / slider.step
+    assert slider.min <= 0.05 and steps_to_0_05 == pytest.approx(round(steps_to_0_05))
+    slider.value = 0.05
+    assert slider.value == 0.05
+    expected = viz.explorer_weights(explorer.stories[0], explorer.questions["where?"], explorer.vectors, 0.05)
+    torch.testing.assert_close(explorer.weights, expected)
+
+
+def test_explorer_saves_one_line_of_text_beside_the_widget(explorer):
+    bundle = explorer._repr_mimebundle_()
+    line = "Attention explorer: run the cells above (Run > Run All Cells) to use it."
+    assert bundle["text/plain"] == repr(explorer) == line
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
+
+
+def test_figure_output_is_a_png_display_message():
+    fig = viz.plot_attention_bars([0.5, 0.5], ["a", "b"])
+    message = viz.figure_output(fig)
+    assert message["output_type"] == "display_data"
+    assert base64.b64decode(message["data"]["image/png"]).startswith(b"\x89PNG")
+
+
 def test_explorer_rejects_bad_input(vectors):
     with pytest.raises(ValueError, match="questions\\['bad'\\]"):
         viz.attention_explorer([TOKENS], vectors, questions={"bad": torch.ones(3)})
@@ -234,6 +270,12 @@ def test_plot_history_draws_loss_metrics_and_floor():
     left, right = fig.axes
     assert len(left.lines) == 3 and len(right.lines) == 1  # training loss, val_loss, floor | accuracy
     assert list(left.lines[1].get_ydata()) == [2.1, 1.3]
+    assert right.get_ylabel() == "accuracy" and right.get_ylim() == (0, 1.02)  # a share, on its whole scale
+    fig.canvas.draw()
+    legend = left.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["training loss", "val loss", "entropy floor (1.000)",
+                                                                "accuracy"]
+    assert legend.get_window_extent().y1 < left.get_window_extent().y0  # below the plot, on no curve
     assert len(plot_history(history, metrics=["val_loss"]).axes) == 1
     with pytest.raises(ValueError, match="were not recorded"):
         plot_history(history, metrics=["bleu"])

@@ -20,8 +20,9 @@ import torch
 
 from course_lib.corpus import ACTIVITY, PERSON, PLACE, PRONOUN, TIME, Story, StoryWorld, default_world
 from course_lib.models import BERT, GPT
-from course_lib.objectives import IGNORE_INDEX, next_token_targets, per_position_loss
+from course_lib.objectives import gpt_token_losses, masked_one_at_a_time_log_probs
 from course_lib.tokenizer import Tokenizer
+from course_lib.utils import check_positive_int, evaluating
 
 # The kinds of word whose losses notebook 07 explains with the story world's dependencies.
 COMPARED_KINDS = (PERSON, PRONOUN, PLACE, ACTIVITY, TIME)
@@ -42,7 +43,6 @@ def _check_model(model, family: type, name: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def gpt_word_losses(gpt: GPT, tokenizer: Tokenizer, stories: Sequence[Story]) -> list[torch.Tensor]:
     """GPT's next-token loss at every word: one (n_words,) tensor per story.
 
@@ -51,15 +51,12 @@ def gpt_word_losses(gpt: GPT, tokenizer: Tokenizer, stories: Sequence[Story]) ->
     """
     _check_model(gpt, GPT, "gpt")
     _check_stories(stories)
-    gpt.eval()
     batch = tokenizer.encode_batch([s.tokens for s in stories], style="gpt", max_len=gpt.config.max_len)
-    inputs, targets = next_token_targets(batch.input_ids, batch.attention_mask)
-    losses = per_position_loss(gpt(inputs, batch.attention_mask[:, :-1]), targets)  # (B, T-1)
-    # targets[:, i] is the token at position i + 1, i.e. word i after [BOS].
+    losses = gpt_token_losses(gpt, batch.input_ids, batch.attention_mask)  # (B, T-1)
+    # losses[:, i] is the loss of the token at position i + 1, i.e. word i after [BOS].
     return [losses[row, :len(story.tokens)] for row, story in enumerate(stories)]
 
 
-@torch.no_grad()
 def bert_word_losses(bert: BERT, tokenizer: Tokenizer, stories: Sequence[Story],
                      batch_size: int = 1024) -> list[torch.Tensor]:
     """BERT's loss at every word when that word alone is masked: one (n_words,) tensor per story.
@@ -69,21 +66,14 @@ def bert_word_losses(bert: BERT, tokenizer: Tokenizer, stories: Sequence[Story],
     """
     _check_model(bert, BERT, "bert")
     _check_stories(stories)
-    bert.eval()
     batch = tokenizer.encode_batch([s.tokens for s in stories], style="bert", max_len=bert.config.max_len)
-    # One row per (story, word): position i + 1 holds word i after [CLS].
-    rows = torch.tensor([row for row, story in enumerate(stories) for _ in story.tokens])
-    positions = torch.tensor([i + 1 for story in stories for i in range(len(story.tokens))])
-    losses = torch.empty(len(rows))
-    for start in range(0, len(rows), batch_size):
-        chunk, at = rows[start:start + batch_size], positions[start:start + batch_size]
-        ids, mask = batch.input_ids[chunk].clone(), batch.attention_mask[chunk]
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        every_row = torch.arange(len(chunk))
-        labels[every_row, at] = ids[every_row, at]
-        ids[every_row, at] = tokenizer.mask_id
-        # Only one label per row is not -100, so the row's sum is the loss of that one word.
-        losses[start:start + len(chunk)] = per_position_loss(bert(ids, mask), labels).sum(dim=1)
+    # One (story, position) pair per word: position i + 1 holds word i after [CLS].
+    pairs = torch.tensor([(row, i + 1) for row, story in enumerate(stories) for i in range(len(story.tokens))])
+    log_probs = masked_one_at_a_time_log_probs(bert, batch.input_ids, batch.attention_mask,
+                                               mask_id=tokenizer.mask_id, positions=pairs,
+                                               batch_size=batch_size)  # (n_words, vocab_size)
+    words = batch.input_ids[pairs[:, 0], pairs[:, 1]]                   # (n_words,) the words really there
+    losses = -log_probs.gather(1, words[:, None])[:, 0]
     return list(losses.split([len(s.tokens) for s in stories]))
 
 
@@ -153,7 +143,6 @@ def _with_candidates(tokens: Sequence[str], blank: int, candidates: Sequence[str
     return [list(tokens[:blank]) + [candidate] + list(tokens[blank + 1:]) for candidate in candidates]
 
 
-@torch.no_grad()
 def story_log_probs(gpt: GPT, tokenizer: Tokenizer, token_lists: Sequence[Sequence[str]]) -> torch.Tensor:
     """GPT's log-probability (nats) of each whole story, its end included: (N,).
 
@@ -161,10 +150,8 @@ def story_log_probs(gpt: GPT, tokenizer: Tokenizer, token_lists: Sequence[Sequen
     rule; a causal model gives every term in one forward pass.
     """
     _check_model(gpt, GPT, "gpt")
-    gpt.eval()
     batch = tokenizer.encode_batch(token_lists, style="gpt", max_len=gpt.config.max_len)
-    inputs, targets = next_token_targets(batch.input_ids, batch.attention_mask)
-    return -per_position_loss(gpt(inputs, batch.attention_mask[:, :-1]), targets).sum(dim=1)
+    return -gpt_token_losses(gpt, batch.input_ids, batch.attention_mask).sum(dim=1)
 
 
 def gpt_cloze(gpt: GPT, tokenizer: Tokenizer, tokens: Sequence[str], blank: int,
@@ -178,15 +165,14 @@ def gpt_cloze(gpt: GPT, tokenizer: Tokenizer, tokens: Sequence[str], blank: int,
     return torch.softmax(story_log_probs(gpt, tokenizer, _with_candidates(tokens, blank, candidates)), dim=0)
 
 
-@torch.no_grad()
 def bert_cloze(bert: BERT, tokenizer: Tokenizer, tokens: Sequence[str], blank: int,
                candidates: Sequence[str]) -> torch.Tensor:
     """BERT's probability (C,) of each candidate for ``tokens[blank]``: one pass, renormalised over the candidates."""
     _check_model(bert, BERT, "bert")
     masked = _with_candidates(tokens, blank, ["[MASK]"])[0]
     ids = torch.tensor([tokenizer.encode(masked, style="bert", max_len=bert.config.max_len)])
-    bert.eval()
-    logits = bert(ids)[0, blank + 1]  # (V,), position blank + 1 after [CLS]
+    with evaluating(bert):
+        logits = bert(ids)[0, blank + 1]  # (V,), position blank + 1 after [CLS]
     candidate_ids = torch.tensor(tokenizer.encode(list(candidates)))
     return torch.softmax(logits[candidate_ids], dim=0)
 
@@ -207,7 +193,6 @@ def exact_cloze(tokens: Sequence[str], blank: int, candidates: Sequence[str],
 # ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def generate_by_unmasking(bert: BERT, tokenizer: Tokenizer, length: int, n: int = 1, order: str = "confident",
                           temperature: float = 1.0, seed: int = 0) -> tuple[list[list[str]], list[list[str]]]:
     """Write ``n`` stories of exactly ``length`` words by filling in ``[MASK]`` tokens one at a time.
@@ -231,25 +216,26 @@ def generate_by_unmasking(bert: BERT, tokenizer: Tokenizer, length: int, n: int 
         raise ValueError(f"order must be 'confident' or 'left_to_right', got {order!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    bert.eval()
+    check_positive_int("n", n)
     generator = torch.Generator().manual_seed(seed)
     ids = torch.full((n, length + 2), tokenizer.mask_id)
     ids[:, 0], ids[:, -1] = tokenizer.cls_id, tokenizer.sep_id
     never = torch.tensor(tokenizer.special_ids)  # BERT may not write [PAD], [MASK], ...
     every_row = torch.arange(n)
     steps = []
-    for _ in range(length):
-        logits = bert(ids) / temperature            # (n, T, V)
-        logits[..., never] = float("-inf")
-        probs = torch.softmax(logits, dim=-1)
-        masked = ids == tokenizer.mask_id          # (n, T)
-        if order == "confident":
-            confidence = probs.amax(dim=-1).masked_fill(~masked, -1.0)
-            position = confidence.argmax(dim=1)    # (n,)
-        else:
-            position = masked.int().argmax(dim=1)  # the first masked position
-        chosen = torch.multinomial(probs[every_row, position], 1, generator=generator).squeeze(1)
-        ids[every_row, position] = chosen
-        steps.append(tokenizer.convert_ids_to_tokens(ids[0, 1:-1]))
+    with evaluating(bert):
+        for _ in range(length):
+            logits = bert(ids) / temperature            # (n, T, V)
+            logits[..., never] = float("-inf")
+            probs = torch.softmax(logits, dim=-1)
+            masked = ids == tokenizer.mask_id          # (n, T)
+            if order == "confident":
+                confidence = probs.amax(dim=-1).masked_fill(~masked, -1.0)
+                position = confidence.argmax(dim=1)    # (n,)
+            else:
+                position = masked.int().argmax(dim=1)  # the first masked position
+            chosen = torch.multinomial(probs[every_row, position], 1, generator=generator).squeeze(1)
+            ids[every_row, position] = chosen
+            steps.append(tokenizer.convert_ids_to_tokens(ids[0, 1:-1]))
     stories = [tokenizer.convert_ids_to_tokens(row[1:-1]) for row in ids]
     return stories, steps

@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from course_lib.utils import check_positive_int
+
 __all__ = ["cooccurrence_counts", "positive_pmi", "svd_word_vectors", "WordVectors", "word_vectors"]
 
 
@@ -46,8 +48,7 @@ def cooccurrence_counts(sequences: Iterable[Sequence[str]], vocabulary: Sequence
         (V, V) float64 tensor, symmetric: ``counts[a, b]`` is the number of
         times word b was within ``window`` positions of word a.
     """
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise ValueError(f"window must be a positive int, got {window!r}")
+    check_positive_int("window", window)
     index = {word: i for i, word in enumerate(vocabulary)}
     if len(index) != len(vocabulary):
         raise ValueError("vocabulary must not repeat a word")

@@ -5,35 +5,37 @@ Each widget is a thin shell over plain functions that tests call directly:
 * ``fill_in_the_blank`` gives BERT's top-k words for every ``[MASK]`` of a
   text, ``plot_fill_in_the_blank`` draws them as bars, and
   ``FillInTheBlankExplorer`` connects a text box to both.
-* ``sample_with_settings`` lets GPT write stories with a temperature, top-k
-  and top-p; ``next_token_distribution`` and ``plot_next_token_filter`` show
-  what those settings do to one next-token distribution;
-  ``SamplingExplorer`` connects three sliders and a button to all three.
+* ``sample_with_settings`` lets GPT continue a prompt with a temperature,
+  top-k and top-p; ``next_token_distribution`` and ``plot_next_token_filter``
+  show what those settings do to the distribution of the prompt's next
+  token; ``story_report`` marks each story with the grammar's verdict and
+  says why a rejected one is wrong; ``SamplingExplorer`` connects three
+  sliders and a button to all four.
 
 Every function returns plain data or a matplotlib ``Figure`` (closed, so that
 Jupyter shows it once, as the value of the cell).
 """
 from __future__ import annotations
 
-import base64
-import io
+from typing import Sequence
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from course_lib.corpus import StoryWorld, default_world
-from course_lib.generation import filter_logits
+from course_lib.generation import filter_logits, generate
 from course_lib.models import BERT, GPT
-from course_lib.lab.pretraining import sample_stories
 from course_lib.tokenizer import MASK, Tokenizer
+from course_lib.utils import check_positive_int, evaluating
+from course_lib.lab.probes import UNFINISHED, diagnose_story
+from course_lib.lab.viz import Explorer, figure_output
 
 __all__ = ["fill_in_the_blank", "plot_fill_in_the_blank", "FillInTheBlankExplorer", "sample_with_settings",
-           "next_token_distribution", "plot_next_token_filter", "SamplingExplorer"]
+           "next_token_distribution", "plot_next_token_filter", "story_report", "SamplingExplorer"]
 
 BEFORE_COLOR = "lightgray"
 AFTER_COLOR = "tab:blue"
@@ -44,7 +46,6 @@ AFTER_COLOR = "tab:blue"
 # ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def fill_in_the_blank(model: BERT, tokenizer: Tokenizer, text: str, k: int = 5) -> list[list[tuple[str, float]]]:
     """BERT's ``k`` most likely words for every ``[MASK]`` of ``text``.
 
@@ -63,8 +64,8 @@ def fill_in_the_blank(model: BERT, tokenizer: Tokenizer, text: str, k: int = 5) 
     blanks = [i for i, token_id in enumerate(ids) if token_id == tokenizer.mask_id]
     if not blanks:
         raise ValueError(f"text must contain at least one {MASK}, got {text!r}")
-    model.eval()
-    probabilities = torch.softmax(model(torch.tensor([ids]))[0, blanks], dim=-1)  # (n_blanks, vocab_size)
+    with evaluating(model):
+        probabilities = torch.softmax(model(torch.tensor([ids]))[0, blanks], dim=-1)  # (n_blanks, vocab_size)
     top = probabilities.topk(k, dim=-1)
     return [[(tokenizer.id_to_token[int(i)], float(p)) for p, i in zip(values, indices)]
             for values, indices in zip(top.values, top.indices)]
@@ -91,7 +92,7 @@ def plot_fill_in_the_blank(predictions: list[list[tuple[str, float]]], text: str
     return fig
 
 
-class FillInTheBlankExplorer:
+class FillInTheBlankExplorer(Explorer):
     """Type a story with ``[MASK]`` in it; see BERT's top-k words for every blank.
 
     ``text`` (a Text box; the bars update when you press Enter or leave the
@@ -99,6 +100,8 @@ class FillInTheBlankExplorer:
     would: ``explorer.text.value = "[MASK] went home ."``. ``predictions``
     holds the answer drawn last (None after an error, which ``output`` shows).
     """
+
+    NAME = "Fill-in-the-blank explorer"
 
     def __init__(self, model: BERT, tokenizer: Tokenizer, text: str, k: int = 5):
         self.model, self.tokenizer, self.k = model, tokenizer, k
@@ -110,9 +113,6 @@ class FillInTheBlankExplorer:
         self.widget = widgets.VBox([self.text, self.output])
         self._redraw()
 
-    def _ipython_display_(self) -> None:
-        display(self.widget)
-
     def _redraw(self, change=None) -> None:
         try:
             self.predictions = fill_in_the_blank(self.model, self.tokenizer, self.text.value, self.k)
@@ -121,7 +121,7 @@ class FillInTheBlankExplorer:
             self.output.outputs = (_text_output(f"{error}\nWrite a story with {MASK} where a word should be."),)
             return
         unknown = [w for w in self.tokenizer.split(self.text.value) if w not in self.tokenizer.token_to_id]
-        outputs = (_figure_output(plot_fill_in_the_blank(self.predictions, self.text.value)),)
+        outputs = (figure_output(plot_fill_in_the_blank(self.predictions, self.text.value)),)
         if unknown:
             outputs += (_text_output(f"words the model never saw, read as [UNK]: {', '.join(unknown)}"),)
         self.output.outputs = outputs
@@ -133,21 +133,58 @@ class FillInTheBlankExplorer:
 
 
 def sample_with_settings(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 1.0,
-                         top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> list[str]:
-    """``n`` stories written by GPT from ``[BOS]`` with these sampling settings.
+                         top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                         prompt: str = "") -> list[str]:
+    """``n`` stories written by GPT with these sampling settings, each continuing ``prompt``.
 
-    The same seed gives the same stories. A story that reaches the model's
-    ``max_len`` before ``[EOS]`` ends with "(unfinished)".
+    GPT reads ``[BOS] prompt`` and writes on until ``[EOS]``, so every story
+    starts with the prompt's words (with the empty prompt, GPT writes the
+    whole story). The same seed gives the same stories. A story that reaches
+    the model's ``max_len`` before ``[EOS]`` ends with "(unfinished)".
     """
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a course_lib.models.GPT, got {type(model).__name__}")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    stories = sample_stories(model, tokenizer, n, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p)
-    return [" ".join(tokens) for tokens in stories]
+    check_positive_int("n", n)
+    start = _prompt_ids(model, tokenizer, prompt)
+    written = generate(model, torch.tensor([start] * n), model.config.max_len - len(start), temperature=temperature,
+                       top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(seed),
+                       eos_id=tokenizer.eos_id)  # (n, <= max_len), [BOS] first
+    stories = []
+    for row in written[:, 1:].tolist():
+        ended = tokenizer.eos_id in row
+        words = tokenizer.convert_ids_to_tokens(row[:row.index(tokenizer.eos_id)] if ended else row)
+        stories.append(" ".join(words if ended else words + [UNFINISHED]))
+    return stories
 
 
-@torch.no_grad()
+def story_report(stories: Sequence[str], world: StoryWorld | None = None) -> str:
+    """The stories marked with the grammar's verdict, as the sampling explorer prints them.
+
+    A story the story world's grammar accepts gets a ✓; any other gets a ✗
+    and, on the next line, the first rule it breaks (``probes.diagnose_story``).
+    The last line counts the valid stories.
+    """
+    lines, valid = [], 0
+    for story in stories:
+        diagnosis = diagnose_story(story, world)
+        if diagnosis is None:
+            valid += 1
+            lines.append(f"✓ {story}")
+        else:
+            kind, explanation = diagnosis
+            lines += [f"✗ {story}", f"      {kind}: {explanation}"]
+    lines.append(f"{valid} of {len(stories)} stories valid")
+    return "\n".join(lines)
+
+
+def _prompt_ids(model: GPT, tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """``[BOS]`` and the prompt's ids; a ValueError if they do not fit in the model's ``max_len``."""
+    ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
+    if len(ids) > model.config.max_len:
+        raise ValueError(f"prompt is {len(ids)} tokens long with [BOS], more than max_len={model.config.max_len}")
+    return ids
+
+
 def next_token_distribution(model: GPT, tokenizer: Tokenizer, prompt: str, temperature: float = 1.0,
                             top_k: int | None = None, top_p: float | None = None
                             ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -162,11 +199,9 @@ def next_token_distribution(model: GPT, tokenizer: Tokenizer, prompt: str, tempe
     """
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a course_lib.models.GPT, got {type(model).__name__}")
-    ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
-    if len(ids) > model.config.max_len:
-        raise ValueError(f"prompt is {len(ids)} tokens long with [BOS], more than max_len={model.config.max_len}")
-    model.eval()
-    logits = model(torch.tensor([ids]))[:, -1]  # (1, vocab_size): the next token's scores
+    ids = _prompt_ids(model, tokenizer, prompt)
+    with evaluating(model):
+        logits = model(torch.tensor([ids]))[:, -1]  # (1, vocab_size): the next token's scores
     before = torch.softmax(logits, dim=-1)[0]
     after = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)[0]
     return list(tokenizer.id_to_token), before, after
@@ -196,15 +231,18 @@ def plot_next_token_filter(tokens: list[str], before: torch.Tensor, after: torch
     return ax.figure
 
 
-class SamplingExplorer:
-    """Sliders for temperature, top-k and top-p; GPT writes new stories whenever one moves.
+class SamplingExplorer(Explorer):
+    """Sliders for temperature, top-k and top-p; GPT continues the prompt again whenever one moves.
 
     It shows the next-token distribution after ``prompt`` before and after
-    the settings, and ``n`` stories marked ✓ when the story world's grammar
-    accepts them. top_k = 0 and top_p = 1 mean "off". The controls
+    the settings, and ``n`` continuations of the prompt marked ✓ when the
+    story world's grammar accepts them, or ✗ with the reason
+    (``story_report``). top_k = 0 and top_p = 1 mean "off". The controls
     (``temperature``, ``top_k``, ``top_p``, ``new_samples``) are attributes;
     ``stories`` holds the stories shown last and ``seed`` their seed.
     """
+
+    NAME = "Sampling explorer"
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, prompt: str = "alice went to the", n: int = 8,
                  world: StoryWorld | None = None):
@@ -229,9 +267,6 @@ class SamplingExplorer:
                                     widgets.HBox([self.top_p, self.new_samples]), self.output])
         self._redraw()
 
-    def _ipython_display_(self) -> None:
-        display(self.widget)
-
     def settings(self) -> dict:
         """The sliders as ``sample_with_settings`` arguments (None where a filter is off)."""
         return {"temperature": self.temperature.value, "top_k": self.top_k.value or None,
@@ -246,28 +281,17 @@ class SamplingExplorer:
         tokens, before, after = next_token_distribution(self.model, self.tokenizer, self.prompt, **settings)
         figure = plot_next_token_filter(tokens, before, after, title=f"next token after {self.prompt!r}: "
                                                                      f"{int((after > 0).sum())} can be sampled")
-        self.stories = sample_with_settings(self.model, self.tokenizer, self.n, seed=self.seed, **settings)
-        marks = ["✓" if self.world.is_valid(story) else "✗" for story in self.stories]
-        lines = [f"{mark} {story}" for mark, story in zip(marks, self.stories)]
-        lines.append(f"{marks.count('✓')} of {len(marks)} stories valid (seed {self.seed})")
-        self.output.outputs = (_figure_output(figure), _text_output("\n".join(lines)))
+        self.stories = sample_with_settings(self.model, self.tokenizer, self.n, seed=self.seed, prompt=self.prompt,
+                                            **settings)
+        report = f"{story_report(self.stories, self.world)} (seed {self.seed})"
+        self.output.outputs = (figure_output(figure), _text_output(report))
 
 
 # ---------------------------------------------------------------------------
-# Widget outputs without a browser
+# Text in an Output widget (figures go in with ``viz.figure_output``)
 # ---------------------------------------------------------------------------
-
-# An Output widget's ``outputs`` can be set directly to Jupyter display
-# messages: the picture changes in one step (no flicker), and tests can read
-# it without a running front end.
-
-
-def _figure_output(fig: Figure) -> dict:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    png = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}
 
 
 def _text_output(text: str) -> dict:
+    """A Jupyter stream message printing ``text``, for an ``Output`` widget's ``outputs``."""
     return {"output_type": "stream", "name": "stdout", "text": text + "\n"}

@@ -32,9 +32,12 @@ from torch import nn
 from course_lib.corpus import LabeledStory, StoryWorld, coherence_task, default_world
 from course_lib.hub import CHECKPOINT_DIR, load_pretrained
 from course_lib.models import BERT, GPT, ClassificationHead
-from course_lib.objectives import gpt_finetune_loss, next_token_targets, per_position_loss
+from course_lib.objectives import (
+    gpt_finetune_loss, gpt_token_losses, masked_one_at_a_time_log_probs, next_token_targets,
+)
 from course_lib.tokenizer import Tokenizer
 from course_lib.training import History, TrainConfig, random_batches, train
+from course_lib.utils import check_positive_int, evaluating
 
 METHODS = ("pretrained_full", "pretrained_frozen", "scratch", "gpt_task_only", "gpt_task_plus_lm")
 N_CLASSES = 2  # 1 = coherent, 0 = corrupted
@@ -71,8 +74,7 @@ class CoherenceData:
     @classmethod
     def build(cls, n_stories: int = 60_000, max_sentences: int = 1, seed: int = 0,
               world: StoryWorld | None = None) -> "CoherenceData":
-        if not isinstance(max_sentences, int) or max_sentences < 1:
-            raise ValueError(f"max_sentences must be a positive int, got {max_sentences!r}")
+        check_positive_int("max_sentences", max_sentences)
         world = world or default_world()
         splits = {name: [s for s in stories if len(s.sentences) <= max_sentences]
                   for name, stories in world.splits(n_stories, seed=seed).items()}
@@ -227,9 +229,7 @@ class FinetuneRecipe:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "min_steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if not 0 <= self.warmup_share < 1:
@@ -289,18 +289,15 @@ def _cut_padding(batches):
         yield ids[:, :length], mask[:, :length], labels
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 512) -> float:
     """Share of stories (N,) whose predicted class is the label; ids and mask are (N, T)."""
-    was_training = model.training
-    model.eval()
     correct = 0
-    for start in range(0, len(labels), batch_size):
-        rows = slice(start, start + batch_size)
-        predictions = task_logits(model, input_ids[rows], attention_mask[rows]).argmax(dim=-1)
-        correct += (predictions == labels[rows]).sum().item()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(labels), batch_size):
+            rows = slice(start, start + batch_size)
+            predictions = task_logits(model, input_ids[rows], attention_mask[rows]).argmax(dim=-1)
+            correct += (predictions == labels[rows]).sum().item()
     return correct / len(labels)
 
 
@@ -317,7 +314,6 @@ def accuracy_by_corruption(model: nn.Module, tokenizer: Tokenizer,
     return result
 
 
-@torch.no_grad()
 def gpt_surprise(gpt: GPT, tokenizer: Tokenizer, examples: Sequence[LabeledStory]) -> torch.Tensor:
     """GPT's largest next-token loss in each story (N,), in nats: how surprised it was by the least expected word.
 
@@ -326,13 +322,10 @@ def gpt_surprise(gpt: GPT, tokenizer: Tokenizer, examples: Sequence[LabeledStory
     """
     if not isinstance(gpt, GPT):
         raise TypeError(f"gpt must be a course_lib.models.GPT, got {type(gpt).__name__}")
-    gpt.eval()
     ids, mask, _ = encode_examples(examples, tokenizer, "gpt", gpt.config.max_len)
-    inputs, targets = next_token_targets(ids, mask)
-    return per_position_loss(gpt(inputs, mask[:, :-1]), targets).amax(dim=1)
+    return gpt_token_losses(gpt, ids, mask).amax(dim=1)
 
 
-@torch.no_grad()
 def bert_surprise(bert: BERT, tokenizer: Tokenizer, examples: Sequence[LabeledStory]) -> torch.Tensor:
     """BERT's largest fill-in-the-blank loss in each story (N,), in nats, with no training at all.
 
@@ -345,23 +338,19 @@ def bert_surprise(bert: BERT, tokenizer: Tokenizer, examples: Sequence[LabeledSt
     """
     if not isinstance(bert, BERT):
         raise TypeError(f"bert must be a course_lib.models.BERT, got {type(bert).__name__}")
-    bert.eval()
     ids, mask, _ = encode_examples(examples, tokenizer, "bert", bert.config.max_len)
     words = mask.bool() & ~torch.isin(ids, torch.tensor(tokenizer.special_ids))  # (N, T): the positions to mask
-    surprise = torch.zeros(ids.shape)                                             # (N, T)
-    for position in range(ids.shape[1]):
-        rows = words[:, position]
-        if rows.any():
-            blanked = ids[rows].clone()
-            blanked[:, position] = tokenizer.mask_id
-            log_probs = bert(blanked, mask[rows])[:, position].log_softmax(dim=-1)  # (n, vocab_size)
-            surprise[rows, position] = -log_probs.gather(1, ids[rows, position, None])[:, 0]
+    rows, positions = words.nonzero(as_tuple=True)                                # (n_words,) each
+    log_probs = masked_one_at_a_time_log_probs(bert, ids, mask, mask_id=tokenizer.mask_id,
+                                               positions=torch.stack([rows, positions], dim=1))
+    surprise = torch.zeros(ids.shape)                                             # (N, T): 0 where nothing is masked
+    surprise[rows, positions] = -log_probs.gather(1, ids[rows, positions][:, None])[:, 0]
     return surprise.amax(dim=1)
 
 
 @dataclass
 class FinetuneResult:
-    """One fine-tuning run: the test accuracy, the training history and the trained classifier."""
+    """One fine-tuning run: the test accuracy, the training history and the trained classifier (in eval mode)."""
 
     method: str
     n_labels: int
@@ -389,6 +378,7 @@ def finetune(method: str, train_examples: Sequence[LabeledStory], test_examples:
     loss_fn = gpt_classification_loss(recipe.lm_weight if method == "gpt_task_plus_lm" else 0.0) \
         if style == "gpt" else classification_loss
     history = train(model, batches, loss_fn, config, progress=progress)
+    model.eval()  # trained: the head's dropout stays off from now on, as in a loaded checkpoint
     test_accuracy = accuracy(model, *encode_examples(test_examples, tokenizer, style, max_len))
     return FinetuneResult(method, len(train_examples), test_accuracy, history, model)
 

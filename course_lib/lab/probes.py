@@ -29,6 +29,8 @@ import torch
 
 from course_lib.corpus import PERSON, POSSESSIVE_PRONOUN, PRONOUN, SUBJECT_PRONOUN, StoryWorld, default_world
 from course_lib.models import BERT
+from course_lib.objectives import masked_one_at_a_time_log_probs
+from course_lib.utils import evaluating
 from course_lib.lab.pretraining import StoryData, positions_of_kind
 
 __all__ = ["FillProbe", "fill_predictions", "masked_pronoun_probe", "masked_person_probe",
@@ -50,30 +52,22 @@ class FillProbe:
     n: int
 
 
-@torch.no_grad()
 def fill_predictions(model: BERT, data: StoryData, positions: Sequence[tuple[int, int]], split: str = "validation",
                      batch_size: int = 512) -> torch.Tensor:
     """BERT's most likely token at each ``(row, position)``, masked one at a time.
 
     Every pair becomes its own input: story ``row`` of ``split`` with only
-    that position replaced by ``[MASK]``, so BERT sees all the other words.
+    that position replaced by ``[MASK]``, so BERT sees all the other words
+    (``objectives.masked_one_at_a_time_log_probs``).
 
     Returns:
         (N,) predicted token ids, in the order of ``positions``.
     """
     _check_bert_data(model, data, split)
-    if len(positions) == 0:
-        raise ValueError("positions must not be empty")
-    model.eval()
-    predictions = []
-    for start in range(0, len(positions), batch_size):
-        rows = torch.tensor([row for row, _ in positions[start:start + batch_size]])
-        columns = torch.tensor([column for _, column in positions[start:start + batch_size]])
-        ids, mask = data.ids[split][rows].clone(), data.mask[split][rows]
-        ids[torch.arange(len(rows)), columns] = data.tokenizer.mask_id
-        logits = model(ids, mask)[torch.arange(len(rows)), columns]  # (batch, vocab_size)
-        predictions.append(logits.argmax(dim=-1))
-    return torch.cat(predictions)
+    log_probs = masked_one_at_a_time_log_probs(model, data.ids[split], data.mask[split],
+                                               mask_id=data.tokenizer.mask_id, positions=positions,
+                                               batch_size=batch_size)  # (N, vocab_size)
+    return log_probs.argmax(dim=-1)
 
 
 def masked_pronoun_probe(model: BERT, data: StoryData, split: str = "validation", limit: int = 2000) -> FillProbe:
@@ -114,7 +108,6 @@ def masked_person_probe(model: BERT, data: StoryData, split: str = "validation",
     return _score(predicted, answers, lambda word: world.config.gender(word) if word in names else None)
 
 
-@torch.no_grad()
 def pronoun_attention_scores(model: BERT, data: StoryData, split: str = "validation", limit: int = 500,
                              batch_size: int = 256) -> torch.Tensor:
     """The average attention weight from a pronoun to its person, for every layer and head.
@@ -136,7 +129,6 @@ def pronoun_attention_scores(model: BERT, data: StoryData, split: str = "validat
         raise ValueError(f"the first {limit} stories of {split!r} hold no pronoun")
     config = model.config
     total = torch.zeros(config.n_layers, config.n_heads)
-    model.eval()
     for start in range(0, len(stories), batch_size):
         rows = range(start, min(start + batch_size, len(stories)))
         weights = attention_maps(model, data.ids[split][rows.start:rows.stop], data.mask[split][rows.start:rows.stop])
@@ -145,7 +137,6 @@ def pronoun_attention_scores(model: BERT, data: StoryData, split: str = "validat
     return total / len(links)
 
 
-@torch.no_grad()
 def attention_maps(model: BERT, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Every head's attention weights on a batch: (n_layers, B, n_heads, T, T).
 
@@ -156,8 +147,8 @@ def attention_maps(model: BERT, input_ids: torch.Tensor, attention_mask: torch.T
     for attention in attentions:
         attention.store_attention_weights = True
     try:
-        model.eval()
-        model(input_ids, attention_mask)
+        with evaluating(model):
+            model(input_ids, attention_mask)
         return torch.stack([attention.attention_weights for attention in attentions])
     finally:
         for attention in attentions:

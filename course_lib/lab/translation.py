@@ -23,6 +23,7 @@ from course_lib.corpus import Story, StoryWorld, default_world, translate
 from course_lib.models import EncoderDecoder
 from course_lib.objectives import next_token_loss, next_token_targets
 from course_lib.tokenizer import Tokenizer
+from course_lib.utils import check_positive_int, evaluating
 
 __all__ = ["TranslationPairs", "translation_tokenizers", "encode_pairs", "translation_loss", "exact_match"]
 
@@ -86,7 +87,6 @@ def translation_loss(model: EncoderDecoder, batch: tuple[torch.Tensor, ...]) -> 
     return next_token_loss(logits, targets)
 
 
-@torch.no_grad()
 def exact_match(model: EncoderDecoder, pairs: TranslationPairs, *, bos_id: int, eos_id: int,
                 batch_size: int = 500) -> float:
     """Share of rows whose greedy translation equals the reference token for token, up to ``[EOS]``.
@@ -96,19 +96,16 @@ def exact_match(model: EncoderDecoder, pairs: TranslationPairs, *, bos_id: int, 
     """
     if not isinstance(pairs, TranslationPairs) or len(pairs) == 0:
         raise ValueError("pairs must be a non-empty TranslationPairs (see encode_pairs)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    was_training = model.training
-    model.eval()
+    check_positive_int("batch_size", batch_size)
     max_len = pairs.target_ids.shape[1]
     correct = 0
-    for start in range(0, len(pairs), batch_size):
-        rows = slice(start, start + batch_size)
-        predicted = model.greedy_decode(pairs.source_ids[rows], bos_id, eos_id, max_len=max_len,
-                                        source_mask=pairs.source_mask[rows])  # (b, <= max_len)
-        for guess, reference, real in zip(predicted, pairs.target_ids[rows], pairs.target_mask[rows]):
-            correct += _up_to_eos(guess.tolist(), eos_id) == reference[real].tolist()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(pairs), batch_size):
+            rows = slice(start, start + batch_size)
+            predicted = model.greedy_decode(pairs.source_ids[rows], bos_id, eos_id, max_len=max_len,
+                                            source_mask=pairs.source_mask[rows])  # (b, <= max_len)
+            for guess, reference, real in zip(predicted, pairs.target_ids[rows], pairs.target_mask[rows]):
+                correct += _up_to_eos(guess.tolist(), eos_id) == reference[real].tolist()
     return correct / len(pairs)
 
 

@@ -8,6 +8,8 @@ once more as the returned value. Pass ``ax`` to draw into your own figure.
 The explorer is a thin shell: ``explorer_weights`` computes the weights and
 ``explorer_figure`` draws them; the widget only connects dropdowns and a
 slider to these two functions, so tests can check them without a browser.
+``Explorer`` and ``figure_output`` are what every explorer of the course
+(here and in ``explorers``) shares.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -32,6 +33,8 @@ __all__ = [
     "AttentionExplorer",
     "attention_explorer",
     "plot_history",
+    "Explorer",
+    "figure_output",
 ]
 
 # Word vectors for the explorer: a function from tokens to a (T, d) tensor
@@ -49,7 +52,7 @@ BAR_COLOR = "tab:blue"
 
 def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[str] | None = None,
                    heads: int | Sequence[int] | None = None, ax: Axes | Sequence[Axes] | None = None,
-                   title: str | None = None) -> Figure:
+                   title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
     """Heatmap of attention weights: one row per query token, one column per key token.
 
     Args:
@@ -64,6 +67,8 @@ def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[st
             list of indices); all of them by default.
         ax: an Axes to draw one head into, or one Axes per head drawn.
         title: a title above the picture.
+        figsize: (width, height) in inches of the figure drawn when no
+            ``ax`` is given; by default about a quarter of an inch per token.
 
     Returns:
         The Figure. All panels share one colour scale, from 0 to the
@@ -92,7 +97,8 @@ def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[st
         chosen = list(range(H)) if heads is None else _check_indices(heads, H, "heads")
         panels, names = [array[h] for h in chosen], [f"head {h}" for h in chosen]
 
-    fig, axes, owned = _figure_and_axes(ax, len(panels), width=0.27 * Tk + 1.2, height=0.27 * Tq + 1.0)
+    fig, axes, owned = _figure_and_axes(ax, len(panels), width=0.27 * Tk + 1.2, height=0.27 * Tq + 1.0,
+                                        figsize=figsize)
     vmax = max(float(panel.max()) for panel in panels) or 1.0
     for i, (axis, panel, name) in enumerate(zip(axes, panels, names)):
         image = axis.imshow(panel, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
@@ -148,6 +154,48 @@ def plot_attention_bars(weights_row, tokens: Sequence[str], ax: Axes | None = No
     if title is not None:
         axis.set_title(title)
     return _finish(fig, owned)
+
+
+# ---------------------------------------------------------------------------
+# What every explorer shares
+# ---------------------------------------------------------------------------
+
+
+class Explorer:
+    """The base of the course's explorers: a widget for a running notebook, one line of text otherwise.
+
+    A subclass builds its controls into ``self.widget`` and names itself in
+    ``NAME``. A saved notebook stores a text version next to every widget,
+    and that text is what a reader sees wherever the widget cannot be drawn:
+    in JupyterLab before the cells have run (the saved outputs of a notebook
+    you did not run yourself are shown as text), on GitHub, in nbviewer.
+    ipywidgets would store the widget's whole repr there
+    (``VBox(children=(Dropdown(...``); an explorer stores what to do instead.
+    """
+
+    NAME = "Explorer"
+    widget: widgets.Widget
+
+    def __repr__(self) -> str:
+        return f"{self.NAME}: run the cells above (Run > Run All Cells) to use it."
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The widget's own display data (the widget-view entry a live front-end draws), with our line as text."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+def figure_output(fig: Figure) -> dict:
+    """A Jupyter display_data message holding ``fig`` as a PNG, for an ``Output`` widget's ``outputs``.
+
+    Setting ``output.outputs`` to such messages changes the picture in one
+    step (no flicker), and tests can read it without a running front end.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}
 
 
 # ---------------------------------------------------------------------------
@@ -221,7 +269,7 @@ def _draw_explorer(weights: torch.Tensor, tokens: list[str], query, scale: float
     return plot_attention_bars(weights, tokens, highlight=highlight, title=title)
 
 
-class AttentionExplorer:
+class AttentionExplorer(Explorer):
     """The widget of ``attention_explorer``; display it in a notebook cell.
 
     Its controls are attributes, so code (and tests) can drive it like a
@@ -234,6 +282,8 @@ class AttentionExplorer:
     output: Output widget showing the bars.
     weights: the (T,) weights drawn last.
     """
+
+    NAME = "Attention explorer"
 
     def __init__(self, stories: Sequence, vectors: Vectors, questions: Mapping[str, torch.Tensor] | None = None,
                  scale: float | None = None):
@@ -251,9 +301,11 @@ class AttentionExplorer:
             options=[(_short(f"{i}: {' '.join(tokens)}"), i) for i, tokens in enumerate(self.stories)],
             value=0, description="story", layout=widgets.Layout(width="95%"))
         self.query = widgets.Dropdown(description="query")
+        # Wide enough to aim (a step of 0.01 is about a pixel): notebook 01 sends the learner to 0.05, the left
+        # end, to 1/sqrt(d_k) and to 3.
         self.scale = widgets.FloatSlider(
             value=default_scale if scale is None else scale, min=0.05, max=3.0, step=0.01,
-            description="scale", readout_format=".2f", continuous_update=False)
+            description="scale", readout_format=".2f", continuous_update=False, layout=widgets.Layout(width="70%"))
         self.reset = widgets.Button(description=f"1/√d_k = {default_scale:.3f}",
                                     tooltip="set the scale to 1/sqrt(d_k), as scaled dot-product attention does")
         self.output = widgets.Output()
@@ -267,9 +319,6 @@ class AttentionExplorer:
         self.reset.on_click(lambda _: setattr(self.scale, "value", default_scale))
         self.widget = widgets.VBox([self.story, self.query, widgets.HBox([self.scale, self.reset]), self.output])
         self._redraw()
-
-    def _ipython_display_(self) -> None:
-        display(self.widget)
 
     def _set_query_options(self) -> None:
         tokens = self.stories[self.story.value]
@@ -299,7 +348,7 @@ class AttentionExplorer:
         answers = _answer_positions(self._annotated[self.story.value], label) if label else None
         fig = _draw_explorer(self.weights, tokens, vector, self.scale.value, self.d_k, label, answers)
         # Replacing the outputs in one assignment avoids a flicker and needs no browser attached.
-        self.output.outputs = (_display_data(fig),)
+        self.output.outputs = (figure_output(fig),)
 
 
 def attention_explorer(stories: Sequence, vectors: Vectors, questions: Mapping[str, torch.Tensor] | None = None,
@@ -355,11 +404,15 @@ def plot_history(history, metrics: Sequence[str] | None = None, floor: float | N
     for i, name in enumerate(names):
         values = history.eval_metrics[name]
         if "loss" in name:
-            ax.plot(history.eval_steps, values, "o-", color=HIGHLIGHT_COLOR, label=name)
+            ax.plot(history.eval_steps, values, "o-", color=HIGHLIGHT_COLOR, label=_readable(name))
         else:
             right = right or ax.twinx()
-            right.plot(history.eval_steps, values, "s--", color=f"C{i + 2}", label=name)
-            right.set_ylabel("metric")
+            right.plot(history.eval_steps, values, "s--", color=f"C{i + 2}", label=_readable(name))
+    if right is not None:
+        others = [name for name in names if "loss" not in name]
+        right.set_ylabel(", ".join(_readable(name) for name in others))
+        if all(0 <= value <= 1 for name in others for value in history.eval_metrics[name]):
+            right.set_ylim(0, 1.02)  # shares (accuracies, rates) on their whole scale: a rise reads at its true size
     if floor is not None:
         ax.axhline(floor, color="black", linestyle=":", label=f"entropy floor ({floor:.3f})")
     ax.set_xlabel("step")
@@ -368,9 +421,16 @@ def plot_history(history, metrics: Sequence[str] | None = None, floor: float | N
     if right is not None:
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, loc="upper right", fontsize="small")
+    # Below the plot, where no curve runs (loss falls and accuracy rises across the whole area).
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=min(len(labels), 4),
+              fontsize="small", frameon=False)
     ax.set_title(title or "training")
     return _finish(fig, owned)
+
+
+def _readable(metric: str) -> str:
+    """A metric's name as a label: "masked_accuracy" -> "masked accuracy"."""
+    return metric.replace("_", " ")
 
 
 def _as_array(x, name: str) -> np.ndarray:
@@ -447,12 +507,18 @@ def _short(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _figure_and_axes(ax, n_panels: int, width: float, height: float):
-    """(figure, list of axes, whether we created the figure) for ``n_panels`` panels."""
+def _figure_and_axes(ax, n_panels: int, width: float, height: float,
+                     figsize: tuple[float, float] | None = None):
+    """(figure, list of axes, whether we created the figure) for ``n_panels`` panels.
+
+    A new figure is ``figsize`` inches if given, else ``width`` x ``height`` per panel (at most 16 wide).
+    """
     if ax is None:
-        fig, axes = plt.subplots(1, n_panels, figsize=(min(width * n_panels, 16), height),
-                                 squeeze=False, layout="constrained")
+        figsize = figsize or (min(width * n_panels, 16), height)
+        fig, axes = plt.subplots(1, n_panels, figsize=figsize, squeeze=False, layout="constrained")
         return fig, list(axes[0]), True
+    if figsize is not None:
+        raise ValueError(f"figsize sizes a new figure; with ax given, size ax's own figure instead (got {figsize!r})")
     axes = [ax] if isinstance(ax, Axes) else list(ax)
     if len(axes) != n_panels or not all(isinstance(a, Axes) for a in axes):
         raise ValueError(f"ax must be one matplotlib Axes per panel drawn ({n_panels}), got {ax!r}")
@@ -463,11 +529,3 @@ def _finish(fig: Figure, owned: bool) -> Figure:
     if owned:
         plt.close(fig)  # shown once, as the returned value, not again as pyplot's current figure
     return fig
-
-
-def _display_data(fig: Figure) -> dict:
-    """A Jupyter display_data message holding ``fig`` as a PNG, for an Output widget."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    png = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.utils import check_positive_int
+
 __all__ = [
     "scaled_dot_product_attention",
     "causal_mask",
@@ -60,6 +62,18 @@ def scaled_dot_product_attention(
         output: shape (..., Tq, d_v).
         weights: shape (..., Tq, Tk); each row sums to 1.
     """
+    _check_attention_inputs(q, k, v, mask)
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: a masked key gets weight 0
+    weights = torch.softmax(scores, dim=-1)  # (..., Tq, Tk), each row sums to 1
+    output = weights @ v  # (..., Tq, d_v)
+    return output, weights
+
+
+def _check_attention_inputs(q, k, v, mask) -> None:
+    """The checks of ``scaled_dot_product_attention``, including the one that reads the mask's values."""
     _check_tensor("q", q, min_dim=2)
     _check_tensor("k", k, min_dim=2)
     _check_tensor("v", v, min_dim=2)
@@ -85,13 +99,7 @@ def scaled_dot_product_attention(
         ) from None
     if mask is not None:
         _check_mask(mask, batch + (Tq, Tk))
-
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., Tq, Tk)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: a masked key gets weight 0
-    weights = torch.softmax(scores, dim=-1)  # (..., Tq, Tk), each row sums to 1
-    output = weights @ v  # (..., Tq, d_v)
-    return output, weights
+        _check_every_query_has_a_key(mask)
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -103,19 +111,19 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
                [ True,  True, False],
                [ True,  True,  True]]
     """
-    if not isinstance(T, int) or isinstance(T, bool):
-        raise TypeError(f"T must be an int, got {type(T).__name__} ({T!r})")
-    if T < 1:
-        raise ValueError(f"T must be a positive sequence length, got {T}")
+    check_positive_int("T", T)
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+def padding_mask(attention_mask: torch.Tensor, check_empty_rows: bool = True) -> torch.Tensor:
     """Turn a batch's real-token mask into a key mask for multi-head attention.
 
     Args:
         attention_mask: (B, T), bool or 0/1; True or 1 marks a real token,
             False or 0 a padding token. Every sequence needs a real token.
+        check_empty_rows: raise for a sequence without a real token. The
+            models turn it off: there such a sequence's outputs are never
+            used, and the check would wait for the GPU at every forward pass.
 
     Returns:
         A (B, 1, 1, T) bool tensor, True for real keys. It broadcasts against
@@ -123,21 +131,25 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         to a padding key. Padding *queries* still get outputs (attending to
         the real keys); a loss should ignore those positions.
     """
+    _check_padding_mask(attention_mask, check_empty_rows)
+    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+
+def _check_padding_mask(attention_mask, check_empty_rows: bool) -> None:
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
     if attention_mask.dim() != 2:
         raise ValueError(f"attention_mask must have shape (B, T), got shape {_shape(attention_mask)}")
-    if attention_mask.dtype != torch.bool:
-        if not ((attention_mask == 0) | (attention_mask == 1)).all():
-            raise ValueError(
-                f"attention_mask must be bool or hold only 0 and 1, got values "
-                f"{sorted(set(attention_mask.unique().tolist()))}"
-            )
-        attention_mask = attention_mask.bool()
-    empty = (~attention_mask.any(dim=1)).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"attention_mask rows {empty} have no real token; every sequence needs at least one")
-    return attention_mask[:, None, None, :]  # (B, 1, 1, T)
+    # A bool mask, what the tokenizer returns, needs no look at its values.
+    if attention_mask.dtype != torch.bool and not ((attention_mask == 0) | (attention_mask == 1)).all():
+        raise ValueError(
+            f"attention_mask must be bool or hold only 0 and 1, got values "
+            f"{sorted(set(attention_mask.unique().tolist()))}"
+        )
+    if check_empty_rows:
+        empty = (~attention_mask.bool().any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"attention_mask rows {empty} have no real token; every sequence needs at least one")
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -147,8 +159,7 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not isinstance(n_heads, int) or isinstance(n_heads, bool) or n_heads < 1:
-        raise ValueError(f"n_heads must be a positive int, got {n_heads!r}")
+    check_positive_int("n_heads", n_heads)
     if x.dim() != 3:
         raise ValueError(f"x must have shape (B, T, d_model), got shape {_shape(x)}")
     B, T, d_model = x.shape
@@ -220,13 +231,18 @@ class MultiHeadAttention(nn.Module):
       ``self.attention_weights`` (B, n_heads, Tq, Tk) for plotting;
     * otherwise PyTorch's fused ``F.scaled_dot_product_attention``, which is
       faster and never builds the weights; ``self.attention_weights`` is then None.
+
+    check_empty_rows: raise when ``mask`` leaves a query no key to attend to.
+    The models' blocks turn it off: in a model such a query is a padded
+    position whose output is never used, and the check would wait for the
+    GPU in every layer. (The readable path always checks.)
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 check_empty_rows: bool = True):
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_heads", n_heads)
         if d_model % n_heads != 0:
             raise ValueError(
                 f"d_model = {d_model} must be divisible by n_heads = {n_heads}, "
@@ -238,6 +254,7 @@ class MultiHeadAttention(nn.Module):
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.dropout = dropout
+        self.check_empty_rows = check_empty_rows
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -279,16 +296,15 @@ class MultiHeadAttention(nn.Module):
         """
         key = query if key is None else key
         value = key if value is None else value
-        self._check_inputs(query, key, value)
-        B, Tq, _ = query.shape
-        Tk = key.shape[1]
+        self._check_inputs(query, key, value, mask, cache)
+        Tq = query.shape[1]
 
         q = split_heads(self.q_proj(query), self.n_heads)  # (B, n_heads, Tq, d_head)
         k = split_heads(self.k_proj(key), self.n_heads)  # (B, n_heads, Tk, d_head)
         v = split_heads(self.v_proj(value), self.n_heads)  # (B, n_heads, Tk, d_head)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, n_heads, T_cached + Tk, d_head)
-            Tk = k.shape[-2]
+        Tk = k.shape[-2]
 
         # BERT and GPT also drop attention weights while training (the paper drops only sublayer outputs).
         dropout_p = self.dropout if self.training else 0.0
@@ -306,15 +322,12 @@ class MultiHeadAttention(nn.Module):
             if dropout_p > 0:
                 out = F.dropout(weights, p=dropout_p) @ v  # the same sum, over the dropped weights
         else:
-            if mask is not None:
-                # The fused kernel would silently return zeros for a query with no allowed key.
-                _check_mask(mask, (B, self.n_heads, Tq, Tk))
             # is_causal without a mask lets PyTorch pick its fastest kernel.
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
             self.attention_weights = None
         return self.out_proj(merge_heads(out))  # (B, Tq, d_model)
 
-    def _check_inputs(self, query, key, value) -> None:
+    def _check_inputs(self, query, key, value, mask, cache) -> None:
         for name, x in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, x)
             if x.dim() != 3 or x.shape[-1] != self.d_model:
@@ -329,6 +342,12 @@ class MultiHeadAttention(nn.Module):
                 f"value has shape {_shape(value)}, expected (B, Tk, d_model) with Tk = {key.shape[1]}, "
                 f"the length of key {_shape(key)}"
             )
+        if mask is not None:
+            Tk = key.shape[1] + (len(cache) if cache is not None else 0)
+            _check_mask(mask, (query.shape[0], self.n_heads, query.shape[1], Tk))
+            if self.check_empty_rows:
+                # The fused kernel would silently return zeros for a query with no allowed key.
+                _check_every_query_has_a_key(mask)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"
@@ -352,7 +371,7 @@ def _check_tensor(name: str, x, min_dim: int = 0) -> None:
 
 
 def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
-    """Check that ``mask`` can mask scores of shape ``(..., Tq, Tk)`` and leaves every query a key."""
+    """Check that ``mask`` is boolean and can mask scores of shape ``(..., Tq, Tk)``."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor of dtype torch.bool, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
@@ -369,6 +388,10 @@ def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
             f"mask has shape {_shape(mask)}, which does not broadcast to the attention scores' "
             f"shape (..., Tq, Tk) = {scores_shape}"
         )
+
+
+def _check_every_query_has_a_key(mask: torch.Tensor) -> None:
+    """Reading the mask's values makes the CPU wait for the GPU: the models' fast path skips this check."""
     # A query with no allowed key would take a softmax over nothing but -inf: 0/0 = NaN.
     has_a_key = mask.any(dim=-1)
     if not has_a_key.all():

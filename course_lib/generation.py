@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.utils import check_positive_int, evaluating
+
 
 def _check_sampling(temperature, top_k, top_p) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r} (use greedy=True for argmax)")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
@@ -53,7 +55,6 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
 def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
              generator: torch.Generator | None = None, eos_id: int | None = None) -> torch.Tensor:
@@ -65,32 +66,29 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     tokens. With ``eos_id``, generation stops once every row has produced it,
     and a finished row is padded with ``eos_id``.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    check_positive_int("max_new_tokens", max_new_tokens, allow_zero=True)
     if not greedy:
         _check_sampling(temperature, top_k, top_p)
     max_len = model.config.max_len
     if input_ids.shape[1] + max_new_tokens > max_len:
         raise ValueError(f"input_ids has {input_ids.shape[1]} tokens; {max_new_tokens} more would exceed "
                          f"the model's max_len={max_len}")
-    was_training = model.training
-    model.eval()
     cache = model.new_cache() if use_cache else None
     sequence = input_ids
     next_input = input_ids  # with a cache only the tokens not yet read are fed
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    for _ in range(max_new_tokens):
-        logits = model(next_input if use_cache else sequence, cache=cache)[:, -1]  # (B, V)
-        if greedy:
-            next_ids = logits.argmax(dim=-1)
-        else:
-            next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            next_ids = next_ids.masked_fill(finished, eos_id)
-            finished |= next_ids == eos_id
-        sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
-        next_input = next_ids[:, None]
-        if eos_id is not None and finished.all():
-            break
-    model.train(was_training)
+    with evaluating(model):
+        for _ in range(max_new_tokens):
+            logits = model(next_input if use_cache else sequence, cache=cache)[:, -1]  # (B, V)
+            if greedy:
+                next_ids = logits.argmax(dim=-1)
+            else:
+                next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                next_ids = next_ids.masked_fill(finished, eos_id)
+                finished |= next_ids == eos_id
+            sequence = torch.cat([sequence, next_ids[:, None]], dim=1)  # (B, T + tokens so far)
+            next_input = next_ids[:, None]  # (B, 1)
+            if eos_id is not None and finished.all():
+                break
     return sequence

@@ -1,8 +1,8 @@
-"""A tiny model hub: the pretrained checkpoints shipped inside the package.
+"""A tiny model hub: saving and loading the pretrained checkpoints shipped inside the package.
 
 Real courses download BERT or GPT-2 from a hub. Ours must work offline, so
-``course pretrain NAME`` trains the models with this package's own code and
-saves them in ``course_lib/checkpoints/NAME/``:
+``course pretrain NAME`` (``lab.pretraining.pretrain``) trains the models
+with this package's own code and saves them in ``course_lib/checkpoints/NAME/``:
 
     model.pt       the weights (a state dict)
     config.json    the TransformerConfig and the training recipe
@@ -16,21 +16,21 @@ a randomly initialised one behind.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from course_lib.models import BERT, GPT, TransformerConfig
-from course_lib.lab.pretraining import (
-    CHECKPOINT_STEPS, StoryData, evaluate_bert, evaluate_gpt, family_train_config, pretrain_bert, pretrain_gpt,
-)
 from course_lib.tokenizer import Tokenizer
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 MODELS = {"tiny-bert": BERT, "tiny-gpt": GPT}
-FAMILIES = {"tiny-bert": "bert", "tiny-gpt": "gpt"}
+# BERT's masked-LM head reads the token embedding backwards: one tensor that
+# state_dict() lists under two names. A checkpoint stores it once, under the
+# embedding's name; loading gives the head's name the same tensor again.
+TIED_WEIGHTS = {"mlm_head.token_embedding.weight": "body.token_embedding.weight"}
 
 
 @dataclass
@@ -55,7 +55,8 @@ def save_pretrained(name: str, model: nn.Module, tokenizer: Tokenizer, metrics: 
     _check_name(name)
     folder = Path(directory) / name
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "model.pt")
+    state = {key: weights for key, weights in model.state_dict().items() if key not in TIED_WEIGHTS}
+    torch.save(state, folder / "model.pt")
     config = {"model": model.config.to_dict(), "recipe": recipe or {}}
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save(folder / "vocab.json")
@@ -72,6 +73,9 @@ def load_pretrained(name: str, directory: Path = CHECKPOINT_DIR) -> Pretrained:
     config = TransformerConfig(**json.loads((folder / "config.json").read_text())["model"])
     model = MODELS[name](config)
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    for tied, embedding in TIED_WEIGHTS.items():
+        if tied in model.state_dict() and embedding in state:
+            state[tied] = state[embedding]
     model.load_state_dict(state, strict=True)
     model.eval()
     tokenizer = Tokenizer.load(folder / "vocab.json")
@@ -79,32 +83,3 @@ def load_pretrained(name: str, directory: Path = CHECKPOINT_DIR) -> Pretrained:
         raise ValueError(f"{name}: vocab.json has {tokenizer.vocab_size} tokens, the model {config.vocab_size}")
     metrics = json.loads((folder / "metrics.json").read_text())
     return Pretrained(name, model, tokenizer, config, metrics)
-
-
-def evaluate_pretrained(pretrained: Pretrained, data: StoryData | None = None) -> dict[str, float]:
-    """Measure a checkpoint again, the same way its recorded metrics were measured."""
-    if pretrained.name == "tiny-gpt":
-        return evaluate_gpt(pretrained.model, data or StoryData.build("gpt"))
-    return evaluate_bert(pretrained.model, data or StoryData.build("bert"))
-
-
-def pretrain(name: str, steps: int | None = None, progress: bool = True,
-             directory: Path = CHECKPOINT_DIR) -> Pretrained:
-    """Train a checkpoint from scratch with the course's recipe, measure it and save it.
-
-    steps: optimizer steps; by default the shipped recipe's (``pretraining.CHECKPOINT_STEPS``).
-    """
-    _check_name(name)
-    family = FAMILIES[name]
-    train_config = family_train_config(family, steps or CHECKPOINT_STEPS)
-    if name == "tiny-gpt":
-        data = StoryData.build("gpt")
-        model, history = pretrain_gpt(data, train_config, progress=progress)
-        metrics = evaluate_gpt(model, data)
-    else:
-        data = StoryData.build("bert")
-        model, history = pretrain_bert(data, train_config, progress=progress)
-        metrics = evaluate_bert(model, data)
-    metrics["train_seconds"] = round(history.seconds, 1)
-    save_pretrained(name, model, data.tokenizer, metrics, {"train": asdict(train_config)}, directory)
-    return load_pretrained(name, directory)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from course_lib.attention import KVCache, MultiHeadAttention
+from course_lib.utils import check_positive_int
 
 __all__ = [
     "sinusoidal_positional_encoding",
@@ -33,13 +34,6 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value}")
-
-
 def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     """The fixed positional encodings of "Attention Is All You Need" (section 3.5).
 
@@ -58,8 +52,8 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     Returns:
         (max_len, d_model) float32 tensor with values in [-1, 1]; row 0 is [0, 1, 0, 1, ...].
     """
-    _check_positive_int("max_len", max_len)
-    _check_positive_int("d_model", d_model)
+    check_positive_int("max_len", max_len)
+    check_positive_int("d_model", d_model)
     # float64 while computing: in float32 the angles of positions near 500 are already off by about 3e-5.
     pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d_model / 2),)
@@ -75,8 +69,7 @@ def _check_positions(x, d_model: int, max_len: int, start: int) -> None:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(f"x must have shape (B, T, d_model={d_model}), got shape {tuple(x.shape)}")
-    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-        raise ValueError(f"start must be a non-negative int, got {start!r}")
+    check_positive_int("start", start, allow_zero=True)
     T = x.shape[1]
     if start + T > max_len:
         raise ValueError(
@@ -122,8 +115,8 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
-        _check_positive_int("max_len", max_len)
-        _check_positive_int("d_model", d_model)
+        check_positive_int("max_len", max_len)
+        check_positive_int("d_model", d_model)
         self.max_len = max_len
         self.d_model = d_model
         self.embedding = nn.Embedding(max_len, d_model)  # row p is the vector of position p
@@ -182,17 +175,20 @@ class TransformerBlock(nn.Module):
     causal: self-attention sees only the current and earlier positions.
     cross_attention: a middle sub-layer whose queries come from x and whose
         keys and values come from an encoder's output (``memory``).
+
+    A query that its mask leaves no key (a padded position in a left-padded
+    batch) is not an error here: its output is never used.
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *, norm_first: bool = False,
                  causal: bool = False, cross_attention: bool = False, activation: str = "gelu"):
         super().__init__()
         self.norm_first, self.causal = norm_first, causal
-        self.self_attention = MultiHeadAttention(d_model, n_heads, dropout)
+        self.self_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False)
         self.norm1 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         if cross_attention:
-            self.cross_attention = MultiHeadAttention(d_model, n_heads, dropout)
+            self.cross_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False)
             self.norm_cross = nn.LayerNorm(d_model)
             self.dropout_cross = nn.Dropout(dropout)
         else:
@@ -215,17 +211,17 @@ class TransformerBlock(nn.Module):
         """
         if self.cross_attention is not None and memory is None:
             raise ValueError("this block has cross-attention: memory (B, Tm, d_model) must be given")
-        x = self._residual(x, self.norm1, self.dropout1,
-                           lambda h: self.self_attention(h, mask=mask, cache=cache, is_causal=self.causal))
-        if self.cross_attention is not None:
-            x = self._residual(x, self.norm_cross, self.dropout_cross,
-                               lambda h: self.cross_attention(h, memory, mask=memory_mask))
-        return self._residual(x, self.norm2, self.dropout2, self.feed_forward)
-
-    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, dropout: nn.Dropout, sublayer) -> torch.Tensor:
-        if self.norm_first:
-            return x + dropout(sublayer(norm(x)))  # pre-norm
-        return norm(x + dropout(sublayer(x)))      # post-norm
+        if self.norm_first:  # pre-norm: each sub-layer reads a normalised copy; the stream is only added to
+            x = x + self.dropout1(self.self_attention(self.norm1(x), mask=mask, cache=cache, is_causal=self.causal))
+            if self.cross_attention is not None:
+                x = x + self.dropout_cross(self.cross_attention(self.norm_cross(x), memory, mask=memory_mask))
+            x = x + self.dropout2(self.feed_forward(self.norm2(x)))
+        else:                # post-norm: the stream itself is normalised after every addition
+            x = self.norm1(x + self.dropout1(self.self_attention(x, mask=mask, cache=cache, is_causal=self.causal)))
+            if self.cross_attention is not None:
+                x = self.norm_cross(x + self.dropout_cross(self.cross_attention(x, memory, mask=memory_mask)))
+            x = self.norm2(x + self.dropout2(self.feed_forward(x)))
+        return x  # (B, T, d_model)
 
 
 class EncoderBlock(TransformerBlock):

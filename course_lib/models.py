@@ -12,6 +12,9 @@ model              attention   norm       cross-attn.   head
 
 BERT and GPT differ in three lines of their ``__init__``: the mask
 (``causal``), where the layer norm sits (``norm_first``) and the head.
+Where the layer norm sits is part of what a model is, not one of its sizes:
+an argument of the generic models (``Encoder(config, norm_first=True)``),
+not a field of ``TransformerConfig``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from torch import nn
 
 from course_lib.attention import KVCache, padding_mask
 from course_lib.layers import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerBlock
+from course_lib.utils import check_positive_int
 
 
 @dataclass
@@ -36,8 +40,6 @@ class TransformerConfig:
     n_layers: blocks stacked.
     d_ff: hidden width of the feed-forward network (usually 4 * d_model).
     dropout: dropout probability while training.
-    norm_first: pre-norm (GPT-2) if True, post-norm (original paper, BERT)
-        if False. BERT and GPT ignore it and use their own.
     positional: "learned" (BERT, GPT) or "sinusoidal" (original paper).
     activation: "gelu" (BERT, GPT) or "relu" (original paper).
     n_segments: BERT's segment (sentence A / B) embeddings.
@@ -50,16 +52,13 @@ class TransformerConfig:
     n_layers: int = 4
     d_ff: int = 512
     dropout: float = 0.1
-    norm_first: bool = False
     positional: str = "learned"
     activation: str = "gelu"
     n_segments: int = 2
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "d_model", "n_heads", "n_layers", "d_ff", "n_segments"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -109,59 +108,78 @@ class TransformerBody(nn.Module):
         memory, memory_mask: the encoder's output (B, Tm, d_model) and its
             (B, Tm) real-token mask, for cross-attention.
         cache: one ``KVCache`` per block; ``input_ids`` are then the tokens
-            that follow those already cached (generation).
+            that follow those already cached (generation), and
+            ``attention_mask`` covers the cached tokens too.
+
+        A position with no real token to attend to (a sequence of padding
+        only, or a padded position of a left-padded batch) is not an error:
+        its output is never used.
         """
-        self._check_input_ids(input_ids, start=len(cache[0]) if cache else 0)
         start = len(cache[0]) if cache else 0
-        x = self.token_embedding(input_ids)  # (B, T, d_model)
+        self._check_inputs(input_ids, attention_mask, start)
+        try:
+            x = self.token_embedding(input_ids)  # (B, T, d_model)
+        except IndexError:  # an id outside the table; checking every id beforehand would wait for the GPU
+            raise ValueError(_out_of_vocabulary(input_ids, self.config.vocab_size)) from None
         if extra_embeddings is not None:
             x = x + extra_embeddings
         x = self.dropout(self.embedding_norm(self.position(x, start=start)))
-        key_mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
-        cross_mask = None if memory_mask is None else padding_mask(memory_mask)  # (B, 1, 1, Tm)
+        # (B, 1, 1, T) and (B, 1, 1, Tm). Sequences of padding only are allowed (see above), so not looked for.
+        key_mask = None if attention_mask is None else padding_mask(attention_mask, check_empty_rows=False)
+        cross_mask = None if memory_mask is None else padding_mask(memory_mask, check_empty_rows=False)
         for i, block in enumerate(self.blocks):
             x = block(x, mask=key_mask, memory=memory, memory_mask=cross_mask,
                       cache=None if cache is None else cache[i])
         return self.final_norm(x)  # (B, T, d_model)
 
-    def _check_input_ids(self, input_ids, start: int) -> None:
+    def _check_inputs(self, input_ids, attention_mask, start: int) -> None:
+        """Types and shapes only: looking at the values would make the CPU wait for the GPU."""
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32, torch.int):
             raise TypeError(f"input_ids must be an integer tensor of shape (B, T), got "
                             f"{type(input_ids).__name__} {getattr(input_ids, 'dtype', '')}")
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (B, T), got shape {tuple(input_ids.shape)}")
-        if start + input_ids.shape[1] > self.config.max_len:
-            raise ValueError(f"input_ids has {start + input_ids.shape[1]} positions"
+        B, T = input_ids.shape
+        if start + T > self.config.max_len:
+            raise ValueError(f"input_ids has {start + T} positions"
                              f"{f' (with {start} cached)' if start else ''}, more than max_len={self.config.max_len}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
-            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)][0].item()
-            raise ValueError(f"input_ids holds id {bad}, outside the vocabulary (0 to {self.config.vocab_size - 1})")
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.shape != (B, start + T):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected (B, T) = "
+                             f"({B}, {start + T}), the shape of input_ids{' with the cached tokens' if start else ''}")
+
+
+def _out_of_vocabulary(input_ids: torch.Tensor, vocab_size: int) -> str:
+    bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)][0].item()
+    return f"input_ids holds id {bad}, outside the vocabulary (0 to {vocab_size - 1})"
 
 
 class Encoder(TransformerBody):
-    """Transformer encoder (notebook 03): every position attends to every other."""
+    """Transformer encoder (notebook 03): every position attends to every other.
 
-    def __init__(self, config: TransformerConfig):
-        super().__init__(config, causal=False, norm_first=config.norm_first)
+    norm_first: pre-norm blocks (GPT-2) instead of post-norm ones (the original paper, BERT).
+    """
+
+    def __init__(self, config: TransformerConfig, norm_first: bool = False):
+        super().__init__(config, causal=False, norm_first=norm_first)
 
 
 class Decoder(TransformerBody):
     """Transformer decoder (notebook 04): causal self-attention, optionally cross-attention to an encoder."""
 
-    def __init__(self, config: TransformerConfig, cross_attention: bool = True):
-        super().__init__(config, causal=True, norm_first=config.norm_first, cross_attention=cross_attention)
+    def __init__(self, config: TransformerConfig, cross_attention: bool = True, norm_first: bool = False):
+        super().__init__(config, causal=True, norm_first=norm_first, cross_attention=cross_attention)
 
 
 class EncoderDecoder(nn.Module):
     """The original transformer: encode the source once, decode the target token by token."""
 
-    def __init__(self, source_config: TransformerConfig, target_config: TransformerConfig):
+    def __init__(self, source_config: TransformerConfig, target_config: TransformerConfig, norm_first: bool = False):
         super().__init__()
         if source_config.d_model != target_config.d_model:
             raise ValueError(f"source and target d_model must match for cross-attention, got "
                              f"{source_config.d_model} and {target_config.d_model}")
-        self.encoder = Encoder(source_config)
-        self.decoder = Decoder(target_config, cross_attention=True)
+        self.encoder = Encoder(source_config, norm_first=norm_first)
+        self.decoder = Decoder(target_config, cross_attention=True, norm_first=norm_first)
         self.lm_head = nn.Linear(target_config.d_model, target_config.vocab_size)
 
     def encode(self, source_ids: torch.Tensor, source_mask: torch.Tensor | None = None) -> torch.Tensor:

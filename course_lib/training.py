@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.notebook import tqdm as notebook_tqdm
 
+from course_lib.utils import check_positive_int, evaluating
+
 
 @dataclass
 class TrainConfig:
@@ -40,10 +42,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("warmup_steps", self.warmup_steps, allow_zero=True)
+        if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps must be an int between 0 and steps={self.steps}, got {self.warmup_steps!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
@@ -111,17 +112,40 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", "mps" or a ``torch.device``), checked against this machine."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a device name such as 'cpu' or 'cuda', got {device!r}") from None
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                         "CUDA GPU(s); use device='cpu'")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was asked for, but Apple's MPS is not available here; use device='cpu'")
+    return resolved
+
+
 def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Module, tuple], torch.Tensor],
           config: TrainConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-          progress: bool = True, max_seconds: float | None = None, tokens_per_batch: int = 0) -> History:
+          progress: bool = True, max_seconds: float | None = None, tokens_per_batch: int = 0,
+          device: str | torch.device = "cpu") -> History:
     """Train ``model`` on ``batches`` by minimising ``loss_fn(model, batch)``.
 
-    evaluate: called every ``config.eval_every`` steps and at the end, in
+    evaluate: called every ``config.eval_every`` steps and at the end with the model (on ``device``), in
         eval mode without gradients; returns named metrics.
     progress: show a tqdm progress bar (off in tests).
     max_seconds: stop early, after an evaluation, once this much time has passed.
     tokens_per_batch: added to ``History.tokens_seen`` at every step.
+    device: where to train ("cpu", or "cuda" on a machine with a GPU). The
+        model moves there and stays; every batch (a tuple of tensors) is
+        moved there before ``loss_fn`` sees it.
+
+    The model ends in the mode it started in (training or eval).
     """
+    device = resolve_device(device)
+    model.to(device)
+    was_training = model.training
     optimizer = make_optimizer(model, config)
     history = History()
     start_time = time.perf_counter()
@@ -130,7 +154,8 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        loss = loss_fn(model, next(batches))
+        batch = tuple(tensor.to(device) for tensor in next(batches))
+        loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -152,19 +177,15 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
     if history.stopped_by_time_cap and progress:
         print(f"Stopped by the time cap of {max_seconds:g} s after {len(history.steps):,} of {config.steps:,} steps; "
               "the results below come from this shorter run.")
-    model.eval()
+    model.train(was_training)
     history.seconds = time.perf_counter() - start_time
     return history
 
 
 def run_evaluation(model: nn.Module, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
     """``evaluate(model)`` in eval mode without gradients, restoring the previous mode."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        metrics = evaluate(model)
-    model.train(was_training)
-    return metrics
+    with evaluating(model):
+        return evaluate(model)
 
 
 class ProgressBar:

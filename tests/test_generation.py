@@ -80,3 +80,17 @@ def test_stops_at_eos_and_respects_max_len(gpt):
     assert out.tolist() == [[5, first_token], [5, first_token]]  # both rows ended at once: the loop stopped
     with pytest.raises(ValueError, match="max_len=48"):
         generate(gpt, torch.tensor([[5]]), 48)
+
+
+def test_generation_runs_in_eval_mode_and_restores_the_mode(gpt):
+    gpt.train()
+    try:
+        out = generate(gpt, torch.tensor([[5]]), 5, greedy=True)
+        assert gpt.training
+        assert torch.equal(out, generate(gpt.eval(), torch.tensor([[5]]), 5, greedy=True))
+    finally:
+        gpt.eval()
+    with pytest.raises(ValueError, match="^max_new_tokens must be a non-negative int, got -1"):
+        generate(gpt, torch.tensor([[5]]), -1)
+    with pytest.raises(ValueError, match="^top_k must be a positive int, got True"):
+        generate(gpt, torch.tensor([[5]]), 3, top_k=True)

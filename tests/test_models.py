@@ -120,8 +120,14 @@ def test_clear_errors_for_bad_input():
     gpt = GPT(tiny_config())
     with pytest.raises(ValueError, match="max_len=16"):
         gpt(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match=r"^input_ids holds id 50, outside the vocabulary \(0 to 49\)"):
         gpt(torch.tensor([[1, 2, 50]]))
+    with pytest.raises(ValueError, match=r"^input_ids holds id -1, outside the vocabulary"):
+        BERT(tiny_config())(torch.tensor([[1, -1, 3]]))
+    with pytest.raises(ValueError, match=r"^attention_mask has shape \(1, 4\), expected \(B, T\) = \(1, 3\)"):
+        gpt(torch.tensor([[1, 2, 3]]), torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^attention_mask must be bool or hold only 0 and 1"):
+        BERT(tiny_config())(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 0]]))
     with pytest.raises(TypeError, match="integer tensor"):
         gpt(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="divisible"):
@@ -170,3 +176,24 @@ def test_is_causal_fast_path_equals_explicit_causal_mask():
     real[1, 6:] = False
     both = mha(x, mask=real[:, None, None, :], is_causal=True)
     torch.testing.assert_close(both, mha(x, mask=real[:, None, None, :] & causal_mask(9)))
+
+
+def test_a_query_without_keys_is_no_error_in_the_models():
+    """Contract: a padded position whose mask row allows no key is not an error; its output is unused."""
+    torch.manual_seed(8)
+    gpt, bert = GPT(tiny_config()).eval(), BERT(tiny_config()).eval()
+    ids = torch.randint(7, 50, (2, 6))
+    left_padded = torch.tensor([[False, False, True, True, True, True], [True] * 6])
+    assert torch.isfinite(gpt(ids, left_padded)[left_padded]).all()  # positions 0-1 of row 0 see no real token
+    padding_only = torch.tensor([[True] * 6, [False] * 6])
+    torch.testing.assert_close(bert(ids, padding_only)[0], bert(ids[:1])[0])
+
+
+def test_layer_norm_placement_belongs_to_the_model():
+    # BERT is post-norm and GPT pre-norm, whatever the config says: the config has no such field.
+    with pytest.raises(TypeError, match="norm_first"):
+        tiny_config(norm_first=True)
+    assert not Encoder(tiny_config()).norm_first and Encoder(tiny_config(), norm_first=True).norm_first
+    translator = EncoderDecoder(tiny_config(), tiny_config(), norm_first=True)
+    assert translator.encoder.norm_first and translator.decoder.norm_first
+

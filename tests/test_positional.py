@@ -57,10 +57,11 @@ def test_odd_d_model_ends_with_a_sine():
 @pytest.mark.parametrize(
     "max_len, d_model, error, match",
     [
-        (0, 8, ValueError, "^max_len must be positive, got 0"),
-        (8, -1, ValueError, "^d_model must be positive, got -1"),
-        (8.0, 8, TypeError, "^max_len must be an int"),
-        (8, "8", TypeError, "^d_model must be an int"),
+        (0, 8, ValueError, "^max_len must be a positive int, got 0"),
+        (8, -1, ValueError, "^d_model must be a positive int, got -1"),
+        (8.0, 8, ValueError, "^max_len must be a positive int, got 8.0"),
+        (8, "8", ValueError, "^d_model must be a positive int, got '8'"),
+        (True, 8, ValueError, "^max_len must be a positive int, got True"),
     ],
 )
 def test_encoding_rejects_bad_sizes(max_len, d_model, error, match):

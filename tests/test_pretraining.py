@@ -5,10 +5,11 @@ import torch.nn.functional as F
 
 from course_lib.corpus import PRONOUN
 from course_lib.models import BERT, GPT
+from course_lib.hub import load_pretrained
 from course_lib.lab.pretraining import (
-    CHECKPOINT_STEPS, NOTEBOOK_STEPS, PEAK_LR, StoryData, bert_fill_accuracy, checkpoint_train_config,
-    family_train_config, gpt_loss, gpt_validation_loss, model_config, notebook_train_config, positions_of_kind,
-    pretrain_gpt, valid_story_rate,
+    CHECKPOINT_STEPS, NOTEBOOK_STEPS, PEAK_LR, StoryData, bert_fill_accuracy, bert_loss_fn, bert_masked_accuracy,
+    checkpoint_train_config, family_train_config, gpt_loss, gpt_validation_loss, model_config,
+    notebook_train_config, positions_of_kind, pretrain, pretrain_gpt, valid_story_rate,
 )
 
 
@@ -68,9 +69,35 @@ def test_a_short_gpt_run_learns_and_an_untrained_gpt_writes_no_valid_story(gpt_d
     torch.manual_seed(0)
     untrained = GPT(model_config(gpt_data.tokenizer, n_layers=1))
     assert valid_story_rate(untrained, gpt_data.tokenizer, n=20) == 0.0
-    model, history = pretrain_gpt(gpt_data, family_train_config("gpt", 60), progress=False)
+    model, history = pretrain_gpt(gpt_data, family_train_config("gpt", 60), progress=False, device="cpu")
     assert history.train_loss[-1] < history.train_loss[0] / 2
     assert history.last("val_loss") < 2.0 < history.train_loss[0]
+    assert not model.training  # returned ready to use, like a loaded checkpoint
+
+
+def test_measurements_leave_the_model_in_its_mode(bert_data):
+    torch.manual_seed(0)
+    model = BERT(model_config(bert_data.tokenizer, n_layers=1, dropout=0.1)).train()
+    first = bert_masked_accuracy(model, bert_data, limit=50)
+    assert model.training
+    assert bert_masked_accuracy(model.eval(), bert_data, limit=50) == first  # measured in eval mode both times
+    loss = bert_loss_fn(bert_data.tokenizer, seed=0, device="cpu")
+    assert loss(model, next(bert_data.batches(8))).item() > 0
+    with pytest.raises(ValueError, match="^device must be a device name"):
+        bert_loss_fn(bert_data.tokenizer, device="gpu")
+
+
+def test_pretrain_names_a_shipped_checkpoint():
+    with pytest.raises(ValueError, match=r"^name must be one of \['tiny-bert', 'tiny-gpt'\], got 'gpt-5'"):
+        pretrain("gpt-5")
+
+
+@pytest.mark.slow
+def test_pretrain_trains_measures_and_saves_a_checkpoint(tmp_path):
+    pretrained = pretrain("tiny-gpt", steps=3, progress=False, directory=tmp_path, device="cpu")
+    assert set(pretrained.metrics) == {"val_loss", "entropy_floor", "loss_over_floor", "valid_story_rate",
+                                       "train_seconds"}
+    assert load_pretrained("tiny-gpt", directory=tmp_path).metrics == pretrained.metrics
 
 
 def test_positions_of_kind_skip_the_opening_special_token(bert_data):

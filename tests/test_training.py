@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.models import GPT, TransformerConfig
-from course_lib.training import TrainConfig, learning_rate, random_batches, train
+from course_lib.training import TrainConfig, learning_rate, random_batches, resolve_device, train
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -68,3 +68,53 @@ def test_bad_configuration():
         TrainConfig(steps=10, warmup_steps=20)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="^steps must be a positive int, got True"):
+        TrainConfig(steps=True)
+    with pytest.raises(ValueError, match="^warmup_steps must be a non-negative int, got -1"):
+        TrainConfig(warmup_steps=-1)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_training_leaves_the_model_in_the_mode_it_had(mode):
+    model = GPT(TransformerConfig(vocab_size=10, max_len=8, d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    getattr(model, mode)()
+    data = torch.randint(0, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+    modes_seen = []
+
+    def loss_fn(model, batch):
+        modes_seen.append(model.training)
+        (ids,) = batch
+        return F.cross_entropy(model(ids[:, :-1]).transpose(1, 2), ids[:, 1:])
+
+    def evaluate(model):
+        modes_seen.append(model.training)
+        return {}
+
+    train(model, random_batches([data], 4, torch.Generator()), loss_fn, TrainConfig(steps=2, warmup_steps=1),
+          evaluate, progress=False, device="cpu")
+    assert modes_seen == [True, True, False]  # two steps in training mode, then the final evaluation
+    assert model.training == (mode == "train")
+
+
+def test_batches_and_model_go_to_the_device():
+    model = GPT(TransformerConfig(vocab_size=10, max_len=8, d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    data = torch.randint(0, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+    devices = []
+
+    def loss_fn(model, batch):
+        (ids,) = batch
+        devices.append((ids.device, model.lm_head.weight.device))
+        return F.cross_entropy(model(ids[:, :-1]).transpose(1, 2), ids[:, 1:])
+
+    train(model, random_batches([data], 4, torch.Generator()), loss_fn, TrainConfig(steps=2, warmup_steps=1),
+          progress=False, device=torch.device("cpu"))
+    assert devices == [(torch.device("cpu"), torch.device("cpu"))] * 2
+
+
+def test_a_device_that_is_not_there_is_a_clear_error():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="^device must be a device name such as 'cpu' or 'cuda', got 'gpu'"):
+        resolve_device("gpu")
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, on any machine
+    with pytest.raises(ValueError, match=f"^device='{missing}' was asked for, but this machine has"):
+        resolve_device(missing)

@@ -1,24 +1,31 @@
 """Pretraining BERT and GPT on the story world, and measuring what they learned.
 
 The same recipes serve three users: notebooks 05 and 06 (pretrain live, a
-minute at most), ``course pretrain`` (the shipped checkpoints of ``hub``)
-and ``course bench``. BERT and GPT get the same data, the same size and the
-same optimiser; only the objective differs.
+minute at most), ``course pretrain`` (``pretrain``: the shipped checkpoints
+that ``hub`` loads) and ``course bench``. BERT and GPT get the same data,
+the same size and the same optimiser; only the objective differs.
+
+Every recipe takes a ``device`` ("cpu" by default, "cuda" on a machine with
+a GPU); every measurement runs where the model is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from course_lib.corpus import PRONOUN, Story, StoryWorld, default_world, entropy_floor
 from course_lib.generation import generate
+from course_lib.hub import CHECKPOINT_DIR, Pretrained, load_pretrained, save_pretrained
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.objectives import IGNORE_INDEX, mask_tokens, masked_lm_loss, next_token_loss, next_token_targets
 from course_lib.tokenizer import Tokenizer
-from course_lib.training import History, TrainConfig, train
+from course_lib.training import History, TrainConfig, resolve_device, train
+from course_lib.utils import evaluating
 
 # One size for both families, so that notebook 07 compares like with like.
 MODEL_SIZE = dict(max_len=64, d_model=64, n_heads=4, n_layers=4, d_ff=256, dropout=0.0)
@@ -127,6 +134,12 @@ def checkpoint_train_config(family: str) -> TrainConfig:
     return family_train_config(family, CHECKPOINT_STEPS)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are: the measurements below send their inputs there (the CPU if it has none)."""
+    weights = next(model.parameters(), None)
+    return torch.device("cpu") if weights is None else weights.device
+
+
 # -- GPT ------------------------------------------------------------------------------------
 
 def gpt_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -136,28 +149,29 @@ def gpt_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tens
     return next_token_loss(model(inputs), targets)
 
 
-@torch.no_grad()
 def gpt_validation_loss(model: GPT, data: StoryData, split: str = "validation", limit: int | None = None,
                         batch_size: int = 512) -> float:
     """Average next-token loss in nats per predicted token (the story's words and ``[EOS]``)."""
-    model.eval()
-    ids, mask = data.ids[split][:limit], data.mask[split][:limit]
+    device = model_device(model)
+    ids, mask = data.ids[split][:limit].to(device), data.mask[split][:limit].to(device)
     total, count = 0.0, 0
-    for start in range(0, len(ids), batch_size):
-        inputs, targets = next_token_targets(ids[start:start + batch_size], mask[start:start + batch_size])
-        logits = model(inputs)
-        total += F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
-        count += (targets != IGNORE_INDEX).sum().item()
+    with evaluating(model):
+        for start in range(0, len(ids), batch_size):
+            inputs, targets = next_token_targets(ids[start:start + batch_size], mask[start:start + batch_size])
+            logits = model(inputs)
+            total += F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                     reduction="sum").item()
+            count += (targets != IGNORE_INDEX).sum().item()
     return total / count
 
 
-@torch.no_grad()
 def sample_stories(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 1.0, seed: int = 0,
                    **sampling) -> list[list[str]]:
     """``n`` stories generated from ``[BOS]``, as token lists cut at ``[EOS]``."""
-    prompt = torch.full((n, 1), tokenizer.bos_id, dtype=torch.long)
+    device = model_device(model)
+    prompt = torch.full((n, 1), tokenizer.bos_id, dtype=torch.long, device=device)
     out = generate(model, prompt, model.config.max_len - 1, temperature=temperature,
-                   generator=torch.Generator().manual_seed(seed), eos_id=tokenizer.eos_id, **sampling)
+                   generator=torch.Generator(device).manual_seed(seed), eos_id=tokenizer.eos_id, **sampling)
     stories = []
     for row in out[:, 1:].tolist():
         ended = tokenizer.eos_id in row
@@ -183,23 +197,27 @@ def evaluate_gpt(model: GPT, data: StoryData, n_samples: int = 500) -> dict[str,
 
 
 def pretrain_gpt(data: StoryData | None = None, train_config: TrainConfig | None = None, progress: bool = True,
-                 max_seconds: float | None = None, seed: int = 0) -> tuple[GPT, History]:
-    """Train a GPT of ``MODEL_SIZE`` on the story world; its history records the validation loss."""
+                 max_seconds: float | None = None, seed: int = 0, device: str | torch.device = "cpu"
+                 ) -> tuple[GPT, History]:
+    """Train a GPT of ``MODEL_SIZE`` on the story world; its history records the validation loss.
+
+    Returns the model on ``device``, in eval mode like a loaded checkpoint, and the history.
+    """
     data = data or StoryData.build("gpt")
     train_config = train_config or notebook_train_config("gpt")
     torch.manual_seed(seed)
     model = GPT(model_config(data.tokenizer))
     history = train(model, data.batches(train_config.batch_size, seed), gpt_loss, train_config,
                     evaluate=lambda m: {"val_loss": gpt_validation_loss(m, data, limit=2000)},
-                    progress=progress, max_seconds=max_seconds)
-    return model, history
+                    progress=progress, max_seconds=max_seconds, device=device)
+    return model.eval(), history
 
 
 # -- BERT -----------------------------------------------------------------------------------
 
-def bert_loss_fn(tokenizer: Tokenizer, seed: int = 0):
-    """The masked-LM loss with a fresh 80/10/10 mask for every batch (one seeded generator)."""
-    generator = torch.Generator().manual_seed(seed)
+def bert_loss_fn(tokenizer: Tokenizer, seed: int = 0, device: str | torch.device = "cpu"):
+    """The masked-LM loss with a fresh 80/10/10 mask for every batch (one seeded generator on the batches' device)."""
+    generator = torch.Generator(resolve_device(device)).manual_seed(seed)
 
     def loss(model: BERT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         ids, mask = batch
@@ -210,16 +228,17 @@ def bert_loss_fn(tokenizer: Tokenizer, seed: int = 0):
     return loss
 
 
-@torch.no_grad()
 def bert_masked_accuracy(model: BERT, data: StoryData, split: str = "validation", limit: int | None = 2000,
                          seed: int = 1) -> float:
     """Share of the 15% chosen tokens (80/10/10 recipe) that BERT predicts exactly."""
-    model.eval()
     ids, mask = data.ids[split][:limit], data.mask[split][:limit]
     tok = data.tokenizer
+    # Masked on the CPU, whatever the model's device: the same blanks everywhere.
     inputs, labels = mask_tokens(ids, mask_id=tok.mask_id, vocab_size=tok.vocab_size, special_ids=tok.special_ids,
                                  generator=torch.Generator().manual_seed(seed))
-    predictions = model(inputs, mask).argmax(dim=-1)
+    device = model_device(model)
+    with evaluating(model):
+        predictions = model(inputs.to(device), mask.to(device)).argmax(dim=-1).cpu()
     chosen = labels != IGNORE_INDEX
     return (predictions[chosen] == labels[chosen]).float().mean().item()
 
@@ -229,20 +248,20 @@ def positions_of_kind(stories: Sequence[Story], kind: str, offset: int = 1) -> l
     return [(row, i + offset) for row, story in enumerate(stories) for i, k in enumerate(story.kinds) if k == kind]
 
 
-@torch.no_grad()
 def bert_fill_accuracy(model: BERT, data: StoryData, positions: Sequence[tuple[int, int]], split: str = "validation",
                        batch_size: int = 512) -> float:
     """Accuracy of BERT when exactly one position per input is replaced by ``[MASK]``."""
-    model.eval()
+    device = model_device(model)
     correct = 0
-    for start in range(0, len(positions), batch_size):
-        rows = torch.tensor([r for r, _ in positions[start:start + batch_size]])
-        cols = torch.tensor([c for _, c in positions[start:start + batch_size]])
-        ids, mask = data.ids[split][rows].clone(), data.mask[split][rows]
-        answers = ids[torch.arange(len(rows)), cols].clone()
-        ids[torch.arange(len(rows)), cols] = data.tokenizer.mask_id
-        predictions = model(ids, mask)[torch.arange(len(rows)), cols].argmax(dim=-1)
-        correct += (predictions == answers).sum().item()
+    with evaluating(model):
+        for start in range(0, len(positions), batch_size):
+            rows = torch.tensor([r for r, _ in positions[start:start + batch_size]])
+            cols = torch.tensor([c for _, c in positions[start:start + batch_size]])
+            ids, mask = data.ids[split][rows].clone(), data.mask[split][rows]
+            answers = ids[torch.arange(len(rows)), cols].clone()
+            ids[torch.arange(len(rows)), cols] = data.tokenizer.mask_id
+            logits = model(ids.to(device), mask.to(device))[torch.arange(len(rows)), cols]  # (b, vocab_size)
+            correct += (logits.argmax(dim=-1).cpu() == answers).sum().item()
     return correct / len(positions)
 
 
@@ -254,13 +273,52 @@ def evaluate_bert(model: BERT, data: StoryData, limit: int = 2000) -> dict[str, 
 
 
 def pretrain_bert(data: StoryData | None = None, train_config: TrainConfig | None = None, progress: bool = True,
-                  max_seconds: float | None = None, seed: int = 0) -> tuple[BERT, History]:
-    """Train a BERT of ``MODEL_SIZE`` on the story world; its history records masked accuracy."""
+                  max_seconds: float | None = None, seed: int = 0, device: str | torch.device = "cpu"
+                  ) -> tuple[BERT, History]:
+    """Train a BERT of ``MODEL_SIZE`` on the story world; its history records masked accuracy.
+
+    Returns the model on ``device``, in eval mode like a loaded checkpoint, and the history.
+    """
     data = data or StoryData.build("bert")
     train_config = train_config or notebook_train_config("bert")
     torch.manual_seed(seed)
     model = BERT(model_config(data.tokenizer))
-    history = train(model, data.batches(train_config.batch_size, seed), bert_loss_fn(data.tokenizer, seed),
+    history = train(model, data.batches(train_config.batch_size, seed), bert_loss_fn(data.tokenizer, seed, device),
                     train_config, evaluate=lambda m: {"masked_accuracy": bert_masked_accuracy(m, data, limit=1000)},
-                    progress=progress, max_seconds=max_seconds)
-    return model, history
+                    progress=progress, max_seconds=max_seconds, device=device)
+    return model.eval(), history
+
+
+# -- The shipped checkpoints ------------------------------------------------------------------
+
+FAMILIES = {"tiny-bert": "bert", "tiny-gpt": "gpt"}
+
+
+def evaluate_pretrained(pretrained: Pretrained, data: StoryData | None = None) -> dict[str, float]:
+    """Measure a checkpoint again, the same way its recorded metrics were measured."""
+    if pretrained.name == "tiny-gpt":
+        return evaluate_gpt(pretrained.model, data or StoryData.build("gpt"))
+    return evaluate_bert(pretrained.model, data or StoryData.build("bert"))
+
+
+def pretrain(name: str, steps: int | None = None, progress: bool = True, directory: Path = CHECKPOINT_DIR,
+             device: str | torch.device = "cpu") -> Pretrained:
+    """Train a checkpoint from scratch with the course's recipe, measure it and save it (``course pretrain``).
+
+    steps: optimizer steps; by default the shipped recipe's (``CHECKPOINT_STEPS``).
+    Returns the checkpoint as ``hub.load_pretrained`` loads it (on the CPU).
+    """
+    if name not in FAMILIES:
+        raise ValueError(f"name must be one of {sorted(FAMILIES)}, got {name!r}")
+    family = FAMILIES[name]
+    train_config = family_train_config(family, steps or CHECKPOINT_STEPS)
+    data = StoryData.build(family)
+    if family == "gpt":
+        model, history = pretrain_gpt(data, train_config, progress=progress, device=device)
+        metrics = evaluate_gpt(model, data)
+    else:
+        model, history = pretrain_bert(data, train_config, progress=progress, device=device)
+        metrics = evaluate_bert(model, data)
+    metrics["train_seconds"] = round(history.seconds, 1)
+    save_pretrained(name, model, data.tokenizer, metrics, {"train": asdict(train_config)}, directory)
+    return load_pretrained(name, directory)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lab test test-fast test-package test-notebooks exercises bench checkpoints doctor clean
+.PHONY: figures install lab test test-fast test-package test-notebooks exercises bench checkpoints doctor clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ doctor: install
 
 bench: install
 	$(BIN)/course bench --json
+
+# Redraw the architecture diagrams (a test fails when the SVGs drift from the code).
+figures: install
+	$(BIN)/python -c "from course_lib.lab.diagrams import write_all; write_all('notebooks/figures')"
 
 checkpoints: install
 	$(BIN)/course pretrain tiny-gpt

@@ -12,6 +12,7 @@ and let a learner explore them with widgets:
     comparison    BERT and GPT position by position (07)
     finetuning    transfer-learning experiments (08)
     viz           every figure of the course
+    diagrams      the architecture diagrams (SVG files in notebooks/figures/)
 
 They import the transformer modules above them (``course_lib.models`` and
 friends), never the other way round.

@@ -27,11 +27,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from course_lib.corpus import StoryWorld, default_world
-from course_lib.generation import filter_logits, generate
+from course_lib.generation import filter_logits
 from course_lib.models import BERT, GPT
 from course_lib.tokenizer import MASK, Tokenizer
 from course_lib.utils import check_positive_int, evaluating
-from course_lib.lab.probes import UNFINISHED, diagnose_story
+from course_lib.lab.pretraining import sample_stories
+from course_lib.lab.probes import diagnose_story
 from course_lib.lab.viz import Explorer, figure_output
 
 __all__ = ["fill_in_the_blank", "plot_fill_in_the_blank", "FillInTheBlankExplorer", "sample_with_settings",
@@ -145,16 +146,8 @@ def sample_with_settings(model: GPT, tokenizer: Tokenizer, n: int, temperature: 
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a course_lib.models.GPT, got {type(model).__name__}")
     check_positive_int("n", n)
-    start = _prompt_ids(model, tokenizer, prompt)
-    written = generate(model, torch.tensor([start] * n), model.config.max_len - len(start), temperature=temperature,
-                       top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(seed),
-                       eos_id=tokenizer.eos_id)  # (n, <= max_len), [BOS] first
-    stories = []
-    for row in written[:, 1:].tolist():
-        ended = tokenizer.eos_id in row
-        words = tokenizer.convert_ids_to_tokens(row[:row.index(tokenizer.eos_id)] if ended else row)
-        stories.append(" ".join(words if ended else words + [UNFINISHED]))
-    return stories
+    stories = sample_stories(model, tokenizer, n, temperature, seed, prompt=prompt, top_k=top_k, top_p=top_p)
+    return [" ".join(tokens) for tokens in stories]
 
 
 def story_report(stories: Sequence[str], world: StoryWorld | None = None) -> str:

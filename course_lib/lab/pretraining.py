@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_lib.corpus import PRONOUN, Story, StoryWorld, default_world, entropy_floor
 from course_lib.generation import generate
 from course_lib.hub import CHECKPOINT_DIR, Pretrained, load_pretrained, save_pretrained
 from course_lib.models import BERT, GPT, TransformerConfig
-from course_lib.objectives import IGNORE_INDEX, mask_tokens, masked_lm_loss, next_token_loss, next_token_targets
+from course_lib.objectives import (
+    IGNORE_INDEX, gpt_token_losses, mask_tokens, masked_lm_loss, masked_one_at_a_time_log_probs, next_token_loss,
+    next_token_targets,
+)
 from course_lib.tokenizer import Tokenizer
 from course_lib.training import History, TrainConfig, resolve_device, train
 from course_lib.utils import evaluating
@@ -154,29 +156,34 @@ def gpt_validation_loss(model: GPT, data: StoryData, split: str = "validation", 
     """Average next-token loss in nats per predicted token (the story's words and ``[EOS]``)."""
     device = model_device(model)
     ids, mask = data.ids[split][:limit].to(device), data.mask[split][:limit].to(device)
-    total, count = 0.0, 0
-    with evaluating(model):
-        for start in range(0, len(ids), batch_size):
-            inputs, targets = next_token_targets(ids[start:start + batch_size], mask[start:start + batch_size])
-            logits = model(inputs)
-            total += F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                                     reduction="sum").item()
-            count += (targets != IGNORE_INDEX).sum().item()
-    return total / count
+    total = sum(gpt_token_losses(model, ids[start:start + batch_size], mask[start:start + batch_size]).sum().item()
+                for start in range(0, len(ids), batch_size))
+    return total / mask[:, 1:].sum().item()  # every real token but the first is predicted
+
+
+# The last token of a story that never reached [EOS], so that the grammar and a reader see it is cut off.
+UNFINISHED = "(unfinished)"
 
 
 def sample_stories(model: GPT, tokenizer: Tokenizer, n: int, temperature: float = 1.0, seed: int = 0,
-                   **sampling) -> list[list[str]]:
-    """``n`` stories generated from ``[BOS]``, as token lists cut at ``[EOS]``."""
+                   prompt: str = "", **sampling) -> list[list[str]]:
+    """``n`` stories generated from ``[BOS] prompt``, as token lists cut at ``[EOS]``.
+
+    Every story starts with the prompt's words; with the empty prompt GPT
+    writes the whole story. ``sampling`` takes ``generate``'s ``top_k`` and ``top_p``.
+    """
+    start = [tokenizer.bos_id] + tokenizer.encode(prompt)
+    if len(start) > model.config.max_len:
+        raise ValueError(f"prompt is {len(start)} tokens long with [BOS], more than max_len={model.config.max_len}")
     device = model_device(model)
-    prompt = torch.full((n, 1), tokenizer.bos_id, dtype=torch.long, device=device)
-    out = generate(model, prompt, model.config.max_len - 1, temperature=temperature,
+    prompts = torch.tensor([start] * n, device=device)  # (n, len(start))
+    out = generate(model, prompts, model.config.max_len - len(start), temperature=temperature,
                    generator=torch.Generator(device).manual_seed(seed), eos_id=tokenizer.eos_id, **sampling)
     stories = []
     for row in out[:, 1:].tolist():
         ended = tokenizer.eos_id in row
         tokens = tokenizer.convert_ids_to_tokens(row[:row.index(tokenizer.eos_id)] if ended else row)
-        stories.append(tokens if ended else tokens + ["(unfinished)"])
+        stories.append(tokens if ended else tokens + [UNFINISHED])
     return stories
 
 
@@ -252,17 +259,11 @@ def bert_fill_accuracy(model: BERT, data: StoryData, positions: Sequence[tuple[i
                        batch_size: int = 512) -> float:
     """Accuracy of BERT when exactly one position per input is replaced by ``[MASK]``."""
     device = model_device(model)
-    correct = 0
-    with evaluating(model):
-        for start in range(0, len(positions), batch_size):
-            rows = torch.tensor([r for r, _ in positions[start:start + batch_size]])
-            cols = torch.tensor([c for _, c in positions[start:start + batch_size]])
-            ids, mask = data.ids[split][rows].clone(), data.mask[split][rows]
-            answers = ids[torch.arange(len(rows)), cols].clone()
-            ids[torch.arange(len(rows)), cols] = data.tokenizer.mask_id
-            logits = model(ids.to(device), mask.to(device))[torch.arange(len(rows)), cols]  # (b, vocab_size)
-            correct += (logits.argmax(dim=-1).cpu() == answers).sum().item()
-    return correct / len(positions)
+    ids, mask = data.ids[split].to(device), data.mask[split].to(device)
+    log_probs = masked_one_at_a_time_log_probs(model, ids, mask, mask_id=data.tokenizer.mask_id, positions=positions,
+                                               batch_size=batch_size)  # (len(positions), vocab_size)
+    rows, columns = torch.tensor(positions, device=device).T
+    return (log_probs.argmax(dim=-1) == ids[rows, columns]).sum().item() / len(positions)
 
 
 def evaluate_bert(model: BERT, data: StoryData, limit: int = 2000) -> dict[str, float]:

@@ -31,7 +31,7 @@ from course_lib.corpus import PERSON, POSSESSIVE_PRONOUN, PRONOUN, SUBJECT_PRONO
 from course_lib.models import BERT
 from course_lib.objectives import masked_one_at_a_time_log_probs
 from course_lib.utils import evaluating
-from course_lib.lab.pretraining import StoryData, positions_of_kind
+from course_lib.lab.pretraining import UNFINISHED, StoryData, positions_of_kind
 
 __all__ = ["FillProbe", "fill_predictions", "masked_pronoun_probe", "masked_person_probe",
            "pronoun_attention_scores", "best_head", "attention_maps", "MISTAKE_KINDS", "diagnose_story"]
@@ -165,9 +165,6 @@ def best_head(scores: torch.Tensor) -> tuple[int, int]:
 
 
 # -- what went wrong in a generated story ---------------------------------------------------
-
-# What ``pretraining.sample_stories`` appends to a story that reached max_len without [EOS].
-UNFINISHED = "(unfinished)"
 
 # The rules a story can break, in the order ``diagnose_story`` looks for them.
 MISTAKE_KINDS = ("unfinished", "too_long", "after_home", "pronoun", "meets_self", "place_activity", "time_activity",

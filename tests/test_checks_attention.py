@@ -265,36 +265,43 @@ def test_returning_only_the_output_is_explained():
 
 
 def split_heads_with_view_and_transpose(x, n_heads):
-    B, T, d_model = x.shape
-    return x.view(B, T, n_heads, d_model // n_heads).transpose(1, 2)
+    *leading, T, d_model = x.shape
+    return x.view(*leading, T, n_heads, d_model // n_heads).transpose(-3, -2)
 
 
-def split_heads_with_permute(x, n_heads):
-    B, T, d_model = x.shape
-    return x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)
+def split_heads_with_unflatten_and_movedim(x, n_heads):
+    return x.unflatten(-1, (n_heads, -1)).movedim(-2, -3)
 
 
 def split_heads_by_chunks(x, n_heads):
-    return torch.stack(x.chunk(n_heads, dim=-1), dim=1)
+    return torch.stack(x.chunk(n_heads, dim=-1), dim=-3)
+
+
+def split_heads_by_flattening_the_leading_dimensions(x, n_heads):
+    leading, (T, d_model) = x.shape[:-2], x.shape[-2:]
+    flat = x.reshape(-1, T, d_model)                                   # (B, T, d_model) with B = prod(leading)
+    heads = flat.reshape(-1, T, n_heads, d_model // n_heads).permute(0, 2, 1, 3)
+    return heads.reshape(*leading, n_heads, T, d_model // n_heads)
 
 
 @pytest.mark.parametrize(
     "split_heads",
-    [split_heads_with_view_and_transpose, split_heads_with_permute, split_heads_by_chunks],
-    ids=["view-transpose", "reshape-permute", "chunk-stack"],
+    [split_heads_with_view_and_transpose, split_heads_with_unflatten_and_movedim, split_heads_by_chunks,
+     split_heads_by_flattening_the_leading_dimensions],
+    ids=["view-transpose", "unflatten-movedim", "chunk-stack", "flatten-leading"],
 )
 def test_correct_split_heads_passes(split_heads):
     assert_passes(check_split_heads(split_heads))
 
 
 def reshape_without_transpose(x, n_heads):
-    B, T, d_model = x.shape
-    return x.reshape(B, n_heads, T, d_model // n_heads)
+    *leading, T, d_model = x.shape
+    return x.reshape(*leading, n_heads, T, d_model // n_heads)
 
 
 def view_without_transpose(x, n_heads):
-    B, T, d_model = x.shape
-    return x.view(B, T, n_heads, d_model // n_heads)
+    *leading, T, d_model = x.shape
+    return x.view(*leading, T, n_heads, d_model // n_heads)
 
 
 def view_then_transpose(dim0, dim1):
@@ -302,8 +309,13 @@ def view_then_transpose(dim0, dim1):
 
 
 def heads_of_strided_features(x, n_heads):
+    *leading, T, d_model = x.shape
+    return x.view(*leading, T, d_model // n_heads, n_heads).movedim(-1, -3)
+
+
+def the_lessons_three_dimensional_split(x, n_heads):
     B, T, d_model = x.shape
-    return x.view(B, T, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+    return x.reshape(B, T, n_heads, d_model // n_heads).transpose(1, 2)
 
 
 @pytest.mark.parametrize(
@@ -311,15 +323,23 @@ def heads_of_strided_features(x, n_heads):
     [
         (reshape_without_transpose, "right shape but the wrong contents"),
         (view_without_transpose, "must come before T"),
-        (view_then_transpose(2, 3), "wrong dimensions were swapped"),
-        (view_then_transpose(1, 3), "wrong dimensions were swapped"),
-        (view_then_transpose(0, 1), "wrong dimensions were swapped"),
+        (view_then_transpose(1, 2), "only when x has exactly one leading dimension"),
+        (view_then_transpose(-2, -1), "wrong dimensions were swapped"),
+        (view_then_transpose(-3, -1), "wrong dimensions were swapped"),
         (heads_of_strided_features, "contiguous block of features"),
     ],
-    ids=["reshape-no-transpose", "view-no-transpose", "transpose-2-3", "transpose-1-3", "transpose-0-1", "strided"],
+    ids=["reshape-no-transpose", "view-no-transpose", "transpose-1-2", "transpose-last-two", "transpose-T-d_head",
+         "strided"],
 )
 def test_wrong_split_heads_fails_with_its_hint(wrong_split_heads, words_of_the_hint):
     assert_fails_with_hint(check_split_heads(wrong_split_heads), words_of_the_hint)
+
+
+def test_the_three_dimensional_split_fails_only_the_other_shapes():
+    result = check_split_heads(the_lessons_three_dimensional_split)
+
+    assert [case.passed for case in result.cases] == [True, True, True, True, False, False]
+    assert "your function raised ValueError" in result.report()
 
 
 def test_forgotten_transpose_shows_the_shape_it_returned():
@@ -339,24 +359,50 @@ def encoding_with_exp_and_log(max_len, d_model):
     frequencies = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
     pe = torch.zeros(max_len, d_model)
     pe[:, 0::2] = torch.sin(position * frequencies)
-    pe[:, 1::2] = torch.cos(position * frequencies)
+    pe[:, 1::2] = torch.cos(position * frequencies[: d_model // 2])  # an odd d_model has one cosine fewer
     return pe
 
 
 def encoding_with_loops(max_len, d_model):
     pe = torch.zeros(max_len, d_model)
     for pos in range(max_len):
-        for i in range(d_model // 2):
+        for i in range((d_model + 1) // 2):
             angle = pos / 10000 ** (2 * i / d_model)
             pe[pos, 2 * i] = math.sin(angle)
-            pe[pos, 2 * i + 1] = math.cos(angle)
+            if 2 * i + 1 < d_model:
+                pe[pos, 2 * i + 1] = math.cos(angle)
     return pe
 
 
 def encoding_by_stacking(max_len, d_model):
-    i = torch.arange(d_model // 2)
+    i = torch.arange((d_model + 1) // 2)
     angles = torch.arange(max_len)[:, None] / torch.pow(10000.0, 2 * i / d_model)
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(max_len, d_model)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(max_len, -1)[:, :d_model]
+
+
+def encoding_of_pairs_only(max_len, d_model):
+    """The lesson's code, generalised by cutting to d_model // 2 pairs: an odd width's last column stays 0."""
+    pe = torch.zeros(max_len, d_model)
+    pairs = d_model // 2
+    angles = torch.arange(max_len)[:, None] / 10000 ** (torch.arange(0, 2 * pairs, 2) / d_model)
+    pe[:, 0:2 * pairs:2] = torch.sin(angles)
+    pe[:, 1:2 * pairs:2] = torch.cos(angles)
+    return pe
+
+
+def the_lessons_even_encoding(max_len, d_model):
+    angles = torch.arange(max_len)[:, None] / 10000 ** (torch.arange(0, d_model, 2) / d_model)
+    pe = torch.zeros(max_len, d_model)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles)
+    return pe
+
+
+def test_the_lessons_even_encoding_fails_the_odd_widths_only():
+    result = check_sinusoidal_positional_encoding(the_lessons_even_encoding)
+
+    assert [case.passed for case in result.cases] == [True] * 5 + [False] * 2
+    assert "your function raised RuntimeError" in result.report()
 
 
 @pytest.mark.parametrize(
@@ -410,9 +456,10 @@ def one_frequency_per_column(exponent):
          "all sines came first"),
         (encoding_from_angles(lambda pos, i, d: pos * 10000 ** (2 * i / d), interleave), "do not multiply"),
         (lambda max_len, d_model: encoding_with_loops(max_len, d_model).T, "transposed"),
+        (encoding_of_pairs_only, "with an odd d_model the last column"),
     ],
     ids=["sin-cos-swapped", "i-over-d", "2j-over-d-per-column", "j-over-d-per-column", "halves", "multiplied",
-         "transposed"],
+         "transposed", "odd-column-empty"],
 )
 def test_wrong_encoding_fails_with_its_hint(wrong_encoding, words_of_the_hint):
     assert_fails_with_hint(check_sinusoidal_positional_encoding(wrong_encoding), words_of_the_hint)

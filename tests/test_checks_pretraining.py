@@ -377,37 +377,90 @@ def test_fill_masks_mistakes_fail_with_their_hint(fn, words):
 # ---------------------------------------------------------------------------
 
 
-def greedy_loop(model, input_ids, max_new_tokens):
+def greedy_loop(model, input_ids, max_new_tokens, eos_id=None):
     sequence = input_ids
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
     for _ in range(max_new_tokens):
         with torch.no_grad():
-            logits = model(sequence)[:, -1]
-        sequence = torch.cat([sequence, logits.argmax(dim=-1, keepdim=True)], dim=1)
+            next_ids = model(sequence)[:, -1].argmax(dim=-1)
+        if eos_id is not None:
+            next_ids = torch.where(finished, eos_id, next_ids)
+            finished = finished | (next_ids == eos_id)
+        sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
+        if eos_id is not None and finished.all():
+            break
     return sequence
 
 
-def greedy_with_a_cache(model, input_ids, max_new_tokens):
+def greedy_with_a_cache(model, input_ids, max_new_tokens, eos_id=None):
     cache, sequence, new = model.new_cache(), input_ids, input_ids
+    done = torch.zeros(len(input_ids), dtype=torch.bool)
     with torch.no_grad():
         for _ in range(max_new_tokens):
             new = model(new, cache=cache)[:, -1].argmax(dim=-1)[:, None]
+            if eos_id is not None:
+                new[done] = eos_id
+                done |= new[:, 0] == eos_id
             sequence = torch.cat([sequence, new], dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
     return sequence
 
 
-def greedy_into_a_preallocated_tensor(model, input_ids, max_new_tokens):
+def greedy_into_a_preallocated_tensor_then_cut(model, input_ids, max_new_tokens, eos_id=None):
     B, T = input_ids.shape
     out = torch.zeros(B, T + max_new_tokens, dtype=torch.long)
     out[:, :T] = input_ids
+    end = T + max_new_tokens
     for t in range(T, T + max_new_tokens):
         with torch.no_grad():
             out[:, t] = model(out[:, :t])[:, -1].argmax(dim=-1)
-    return out
+        if eos_id is not None:
+            written = out[:, T:t]                                  # the tokens before this step's
+            out[(written == eos_id).any(dim=1), t] = eos_id
+            if (out[:, T:t + 1] == eos_id).any(dim=1).all():
+                end = t + 1
+                break
+    return out[:, :end]
 
 
-@pytest.mark.parametrize("fn", [greedy_loop, greedy_with_a_cache, greedy_into_a_preallocated_tensor])
+@pytest.mark.parametrize("fn", [greedy_loop, greedy_with_a_cache, greedy_into_a_preallocated_tensor_then_cut])
 def test_correct_greedy_generation_passes(fn):
     assert_passes(check_generate_greedy(fn))
+
+
+def the_lessons_loop_for_one_prompt(model, input_ids, max_new_tokens, eos_id=None):
+    sequence = input_ids
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            next_id = model(sequence)[:, -1].argmax(dim=-1, keepdim=True)
+            sequence = torch.cat([sequence, next_id], dim=1)
+            if next_id.item() == eos_id:
+                break
+    return sequence
+
+
+def test_the_lessons_single_prompt_loop_fails_on_batches_with_eos_only():
+    result = check_generate_greedy(the_lessons_loop_for_one_prompt)
+
+    assert [case.passed for case in result.cases] == [True, True, False, True, True, False, False]
+
+
+def greedy_with_eos(*, stop="all", pad=True):
+    def generate_greedy(model, input_ids, max_new_tokens, eos_id=None):
+        sequence, finished = input_ids, torch.zeros(len(input_ids), dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                next_ids = model(sequence)[:, -1].argmax(dim=-1)
+            if eos_id is not None:
+                if pad:
+                    next_ids[finished] = eos_id
+                finished = finished | (next_ids == eos_id)
+            sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
+            if eos_id is not None and {"all": finished.all(), "any": finished.any(), "never": False}[stop]:
+                break
+        return sequence
+    return generate_greedy
 
 
 def greedy_reading_the_last_token(model, input_ids, max_new_tokens):
@@ -441,6 +494,9 @@ def greedy_one_step_short(model, input_ids, max_new_tokens):
     (greedy_from_the_first_position, "those of the last position"),
     (greedy_returning_the_new_tokens, "you returned only the new tokens"),
     (greedy_one_step_short, "one token too many or too few"),
+    (greedy_with_eos(stop="any"), "stopped as soon as ONE row"),
+    (greedy_with_eos(pad=False), "must write only eos_id from then on"),
+    (greedy_with_eos(stop="never"), "the loop must stop"),
 ])
 def test_greedy_generation_mistakes_fail_with_their_hint(fn, words):
     assert_fails_with_hint(check_generate_greedy(fn), words)

@@ -17,16 +17,22 @@ from check_helpers import assert_fails_with_hint, assert_passes
 # ---------------------------------------------------------------------------
 
 
+def dims_of(weight):
+    return tuple(range(-weight.dim(), 0))  # the trailing dimensions that weight covers
+
+
 def layer_norm_with_var(x, weight, bias, eps=1e-5):
-    mean = x.mean(dim=-1, keepdim=True)
-    variance = x.var(dim=-1, unbiased=False, keepdim=True)
+    dims = dims_of(weight)
+    mean = x.mean(dim=dims, keepdim=True)
+    variance = x.var(dim=dims, unbiased=False, keepdim=True)
     return (x - mean) / torch.sqrt(variance + eps) * weight + bias
 
 
 def layer_norm_by_hand(x, weight, bias, eps=1e-5):
-    centred = x - x.sum(-1, keepdim=True) / x.shape[-1]
+    flat = x.flatten(start_dim=x.dim() - weight.dim())                 # (..., n) with n = weight.numel()
+    centred = flat - flat.sum(-1, keepdim=True) / flat.shape[-1]
     variance = (centred ** 2).mean(-1, keepdim=True)
-    return weight * centred * torch.rsqrt(variance + eps) + bias
+    return weight * (centred * torch.rsqrt(variance + eps)).reshape(x.shape) + bias
 
 
 def layer_norm_in_float64(x, weight, bias, eps=1e-5):
@@ -36,7 +42,7 @@ def layer_norm_in_float64(x, weight, bias, eps=1e-5):
 @pytest.mark.parametrize(
     "layer_norm",
     [layer_norm_with_var, layer_norm_by_hand, layer_norm_in_float64,
-     lambda x, weight, bias, eps=1e-5: F.layer_norm(x, x.shape[-1:], weight, bias, eps)],
+     lambda x, weight, bias, eps=1e-5: F.layer_norm(x, weight.shape, weight, bias, eps)],
     ids=["var", "by-hand-rsqrt", "float64", "F.layer_norm"],
 )
 def test_correct_layer_norm_passes(layer_norm):
@@ -44,8 +50,9 @@ def test_correct_layer_norm_passes(layer_norm):
 
 
 def layer_norm_unbiased(x, weight, bias, eps=1e-5):
-    mean = x.mean(dim=-1, keepdim=True)
-    return (x - mean) / torch.sqrt(x.var(dim=-1, keepdim=True) + eps) * weight + bias
+    dims = dims_of(weight)
+    mean = x.mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(x.var(dim=dims, keepdim=True) + eps) * weight + bias
 
 
 def layer_norm_over_first_dim(x, weight, bias, eps=1e-5):
@@ -58,9 +65,17 @@ def layer_norm_over_everything(x, weight, bias, eps=1e-5):
     return (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + eps) * weight + bias
 
 
-def layer_norm_eps_outside(x, weight, bias, eps=1e-5):
+def layer_norm_over_the_last_dimension(x, weight, bias, eps=1e-5):
+    """The lesson's layer norm: right for a (d,) weight only."""
     mean = x.mean(dim=-1, keepdim=True)
-    std = x.var(dim=-1, unbiased=False, keepdim=True).sqrt()
+    variance = x.var(dim=-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(variance + eps) * weight + bias
+
+
+def layer_norm_eps_outside(x, weight, bias, eps=1e-5):
+    dims = dims_of(weight)
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.var(dim=dims, unbiased=False, keepdim=True).sqrt()
     return (x - mean) / (std + eps) * weight + bias
 
 
@@ -70,14 +85,18 @@ def layer_norm_eps_outside(x, weight, bias, eps=1e-5):
         (layer_norm_unbiased, "unbiased"),
         (layer_norm_over_first_dim, "wrong dimension"),
         (layer_norm_over_everything, "wrong dimension"),
-        (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, 1.0, 0.0, eps), "weight and bias are missing"),
-        (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, weight, 0.0, eps), "bias is missing"),
-        (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, 1.0, bias, eps), "weight is missing"),
+        (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, torch.ones_like(weight), 0 * bias, eps),
+         "weight and bias are missing"),
+        (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, weight, torch.zeros_like(bias), eps),
+         "bias is missing"),
+        (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, torch.ones_like(weight), bias, eps),
+         "weight is missing"),
         (layer_norm_eps_outside, "inside the square root"),
+        (layer_norm_over_the_last_dimension, "over the last dimension only"),
         (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, weight, bias), "eps argument was ignored"),
     ],
     ids=["unbiased", "first-dim", "all-dims", "no-weight-no-bias", "no-bias", "no-weight", "eps-outside",
-         "ignores-eps"],
+         "last-dim-only", "ignores-eps"],
 )
 def test_layer_norm_mistake_fails_with_its_hint(wrong_layer_norm, words_of_the_hint):
     assert_fails_with_hint(check_layer_norm(wrong_layer_norm), words_of_the_hint)
@@ -211,41 +230,62 @@ def test_calling_the_whole_block_is_refused_with_an_explanation():
 # ---------------------------------------------------------------------------
 
 
-def causal_mask_by_comparison(T):
-    positions = torch.arange(T)
-    return positions[None, :] <= positions[:, None]  # key j allowed for query i when j <= i
+def causal_mask_by_comparison(T, n_past=0):
+    queries = torch.arange(n_past, n_past + T)   # the positions of the new tokens in the whole sequence
+    keys = torch.arange(n_past + T)
+    return keys[None, :] <= queries[:, None]     # key j allowed for query i when j <= its position
 
 
-def causal_mask_by_loops(T):
-    mask = torch.zeros(T, T, dtype=torch.bool)
+def causal_mask_by_loops(T, n_past=0):
+    mask = torch.zeros(T, n_past + T, dtype=torch.bool)
     for i in range(T):
-        mask[i, : i + 1] = True
+        mask[i, : n_past + i + 1] = True
     return mask
+
+
+def causal_mask_cut_from_the_full_square(T, n_past=0):
+    return torch.ones(n_past + T, n_past + T, dtype=torch.bool).tril()[n_past:]  # the rows of the new positions
 
 
 @pytest.mark.parametrize(
     "causal_mask",
-    [causal_mask_by_comparison, causal_mask_by_loops, lambda T: ~torch.ones(T, T, dtype=torch.bool).triu(1),
-     lambda T: torch.tril(torch.ones(T, T)).bool()],
-    ids=["comparison", "loops", "not-triu", "tril-then-bool"],
+    [causal_mask_by_comparison, causal_mask_by_loops, causal_mask_cut_from_the_full_square,
+     lambda T, n_past=0: ~torch.ones(T, n_past + T, dtype=torch.bool).triu(n_past + 1),
+     lambda T, n_past=0: torch.tril(torch.ones(T, T + n_past), diagonal=n_past).bool()],
+    ids=["comparison", "loops", "cut-square", "not-triu", "tril-then-bool"],
 )
 def test_correct_causal_mask_passes(causal_mask):
     assert_passes(check_causal_mask(causal_mask))
 
 
+def ones(T, n_past):
+    return torch.ones(T, n_past + T, dtype=torch.bool)
+
+
 @pytest.mark.parametrize(
     "wrong_mask, words_of_the_hint",
     [
-        (lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "above the diagonal"),
-        (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "the diagonal is False"),
-        (lambda T: torch.ones(T, T, dtype=torch.bool).triu(1), "inverted"),
-        (lambda T: torch.ones(T, T).tril(), "bool tensor"),
-        (lambda T: torch.full((T, T), float("-inf")).triu(1), "bool tensor"),
+        (lambda T, n_past=0: ones(T, n_past).triu(n_past), "above the diagonal"),
+        (lambda T, n_past=0: ones(T, n_past).tril(n_past - 1), "the diagonal is False"),
+        (lambda T, n_past=0: ones(T, n_past).triu(n_past + 1), "inverted"),
+        (lambda T, n_past=0: torch.ones(T, n_past + T).tril(n_past), "bool tensor"),
+        (lambda T, n_past=0: torch.full((T, n_past + T), float("-inf")).triu(n_past + 1), "bool tensor"),
+        (lambda T, n_past=0: ones(T, n_past).tril(), "the cached positions were hidden"),
+        (lambda T, n_past=0: torch.ones(T, T, dtype=torch.bool).tril(), "one column per new position only"),
+        (lambda T, n_past=0: torch.ones(n_past + T, n_past + T, dtype=torch.bool).tril(), "a row for every position"),
     ],
-    ids=["upper-triangular", "diagonal-excluded", "inverted", "float-0-1", "additive-minus-inf"],
+    ids=["upper-triangular", "diagonal-excluded", "inverted", "float-0-1", "additive-minus-inf", "past-hidden",
+         "square", "full-square"],
 )
 def test_causal_mask_mistake_fails_with_its_hint(wrong_mask, words_of_the_hint):
     assert_fails_with_hint(check_causal_mask(wrong_mask), words_of_the_hint)
+
+
+def test_the_square_mask_of_the_lesson_passes_without_a_past_only():
+    result = check_causal_mask(lambda T: torch.ones(T, T, dtype=torch.bool).tril())
+
+    assert [case.passed for case in result.cases] == [True] * 4 + [False] * 3
+    assert "unexpected keyword argument 'n_past'" in result.report()
 
 
 # ---------------------------------------------------------------------------

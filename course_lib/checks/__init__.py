@@ -16,9 +16,16 @@ from course_lib.checks.transformer_checks import (
     check_causal_mask, check_cross_attention, check_encoder_block_forward, check_layer_norm,
 )
 from course_lib.checks.transfer_checks import check_gpt_finetune_loss, check_per_position_loss
+from course_lib.checks.asking_checks import check_best_span, check_verbalizer_logits
 from course_lib.checks.pretraining_checks import (
     check_fill_masks, check_generate_greedy, check_mask_tokens, check_sample_next_token,
 )
+from course_lib.checks.position_checks import check_shift_matrix
+from course_lib.checks.decoder_checks import check_decoder_block_forward
+from course_lib.checks.training_checks import check_training_step
+from course_lib.checks.gpt_checks import check_gpt_forward, check_kv_cache_step
+from course_lib.checks.scoring_checks import check_gpt_sentence_score, check_pseudo_log_likelihood
+from course_lib.checks.finetuning_checks import check_mean_pool, check_trainable_parameters
 
 __all__ = [
     "STATUSES", "SUMMARY_MIME_TYPE", "Case", "CaseResult", "CheckResult", "Mistake", "check_function",
@@ -29,4 +36,8 @@ __all__ = [
     "check_layer_norm", "check_encoder_block_forward", "check_causal_mask", "check_cross_attention",
     "check_per_position_loss", "check_gpt_finetune_loss",
     "check_mask_tokens", "check_fill_masks", "check_sample_next_token", "check_generate_greedy",
+    "check_best_span", "check_verbalizer_logits",
+    "check_shift_matrix", "check_decoder_block_forward", "check_training_step", "check_gpt_forward",
+    "check_kv_cache_step", "check_gpt_sentence_score", "check_pseudo_log_likelihood", "check_mean_pool",
+    "check_trainable_parameters",
 ]

@@ -270,30 +270,37 @@ def check_scaled_dot_product_attention(learner_fn: Any) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------
-# Exercise 02.split_heads: (B, T, d_model) -> (B, n_heads, T, d_head)
+# Exercise 02.split_heads: (..., T, d_model) -> (..., n_heads, T, d_head), any number of leading dimensions
 # ---------------------------------------------------------------------------
 
 
+def _split_heads_reference(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """course_lib's split_heads for (B, T, d_model), generalised to any number of leading dimensions."""
+    if x.dim() == 3:
+        return split_heads(x, n_heads)
+    return _heads_after_time(x, n_heads).transpose(-3, -2)
+
+
 def _heads_after_time(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """The features cut into heads, but the heads still after T: (B, T, n_heads, d_head)."""
-    B, T, d_model = x.shape
-    return x.reshape(B, T, n_heads, d_model // n_heads)
+    """The features cut into heads, but the heads still after T: (..., T, n_heads, d_head)."""
+    *leading, T, d_model = x.shape
+    return x.reshape(*leading, T, n_heads, d_model // n_heads)
 
 
 def _heads_without_transpose(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """The right shape from a single reshape, which mixes positions into heads."""
-    B, T, d_model = x.shape
-    return x.reshape(B, n_heads, T, d_model // n_heads)
+    *leading, T, d_model = x.shape
+    return x.reshape(*leading, n_heads, T, d_model // n_heads)
 
 
 def _heads_with_strided_features(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Head h gets every n_heads-th feature (h, h + n_heads, ...) instead of a contiguous block."""
-    B, T, d_model = x.shape
-    return x.reshape(B, T, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+    *leading, T, d_model = x.shape
+    return x.reshape(*leading, T, d_model // n_heads, n_heads).movedim(-1, -3)
 
 
 def _heads_transposed(dim0: int, dim1: int) -> Callable:
-    """(B, T, n_heads, d_head) with dimensions dim0 and dim1 swapped instead of 1 and 2."""
+    """(..., T, n_heads, d_head) with dimensions dim0 and dim1 swapped instead of T and the heads."""
     return lambda x, n_heads: _heads_after_time(x, n_heads).transpose(dim0, dim1)
 
 
@@ -305,52 +312,60 @@ def _counting_tensor(*shape: int) -> torch.Tensor:
 _SPLIT_HEADS_CASES = (
     Case("x (1, 3, 4) holding 0, 1, ..., 11, n_heads=2 -> (1, 2, 3, 2)", (_counting_tensor(1, 3, 4), 2)),
     Case("x (2, 5, 12), n_heads=3 -> (2, 3, 5, 4)", (_counting_tensor(2, 5, 12), 3)),
-    Case("x (2, 4, 6), n_heads=2 -> (2, 2, 4, 3)", (_counting_tensor(2, 4, 6), 2)),
     Case("x (3, 4, 8), n_heads=1 -> (3, 1, 4, 8)", (_counting_tensor(3, 4, 8), 1)),
     Case("x (1, 3, 6), n_heads=6 -> (1, 6, 3, 1)", (_counting_tensor(1, 3, 6), 6)),
+    Case("one sequence without a batch dimension: x (5, 6), n_heads=3 -> (3, 5, 2)", (_counting_tensor(5, 6), 3)),
+    Case("two leading dimensions: x (2, 2, 3, 8), n_heads=4 -> (2, 2, 4, 3, 2)", (_counting_tensor(2, 2, 3, 8), 4)),
 )
 
 _SPLIT_HEADS_MISTAKES = (
     Mistake(
-        "x.reshape(B, n_heads, T, d_head) has the right shape but the wrong contents: the features of one "
+        "x.reshape(..., n_heads, T, d_head) has the right shape but the wrong contents: the features of one "
         "position are stored side by side, so this cuts across positions. First reshape to "
-        "(B, T, n_heads, d_head), then swap T and the heads with .transpose(1, 2).",
+        "(..., T, n_heads, d_head), then swap T and the heads.",
         same_output_as(_heads_without_transpose),
     ),
     Mistake(
-        "this is (B, T, n_heads, d_head): the heads are cut correctly but must come before T. "
-        "Add .transpose(1, 2) to get (B, n_heads, T, d_head).",
+        "this is (..., T, n_heads, d_head): the heads are cut correctly but must come before T. "
+        "Swap the two with .transpose(-3, -2).",
         same_output_as(_heads_after_time),
+    ),
+    Mistake(
+        "transpose(1, 2) swaps T and the heads only when x has exactly one leading dimension (B). Count from "
+        "the end, which is the same for every input: .transpose(-3, -2).",
+        same_output_as(_heads_transposed(1, 2)),
     ),
     *(
         Mistake(
-            "the wrong dimensions were swapped: after reshaping to (B, T, n_heads, d_head), swap T (dim 1) "
-            "and the heads (dim 2) with .transpose(1, 2).",
+            "the wrong dimensions were swapped: after reshaping to (..., T, n_heads, d_head), swap T and the "
+            "heads, the third and second dimensions from the end: .transpose(-3, -2).",
             same_output_as(_heads_transposed(dim0, dim1)),
         )
-        for dim0, dim1 in ((0, 1), (0, 2), (0, 3), (1, 3), (2, 3))
+        for dim0, dim1 in ((0, 1), (0, 2), (0, 3), (1, 3), (2, 3), (-2, -1), (-3, -1))
     ),
     Mistake(
         "head h must get the contiguous block of features h*d_head to (h+1)*d_head; it got every "
-        "n_heads-th feature instead. Reshape to (B, T, n_heads, d_head), not (B, T, d_head, n_heads).",
+        "n_heads-th feature instead. Reshape to (..., T, n_heads, d_head), not (..., T, d_head, n_heads).",
         same_output_as(_heads_with_strided_features),
     ),
 )
 
 
 def check_split_heads(learner_fn: Any) -> CheckResult:
-    """Check exercise 02: ``split_heads(x, n_heads)``, (B, T, d_model) -> (B, n_heads, T, d_head).
+    """Check exercise 02: ``split_heads(x, n_heads)``, (..., T, d_model) -> (..., n_heads, T, d_head).
 
-    Inputs count 0, 1, 2, ... so that a wrong answer's preview shows which
-    features went where. The cases include one head and d_head = 1. None has
-    T == n_heads: there x.reshape(B, n_heads, T, d_head) and
-    x.reshape(B, T, n_heads, d_head) are the same tensor, and the hint could
-    not tell which of the two mistakes was made.
+    The general version of the lesson's (B, T, d_model) case: any number of
+    leading dimensions, none included. Inputs count 0, 1, 2, ... so that a
+    wrong answer's preview shows which features went where. The cases
+    include one head and d_head = 1. None has T == n_heads: there
+    x.reshape(..., n_heads, T, d_head) and x.reshape(..., T, n_heads, d_head)
+    are the same tensor, and the hint could not tell which of the two
+    mistakes was made.
     """
     return check_function(
         learner_fn,
         exercise="02.split_heads",
-        reference=split_heads,
+        reference=_split_heads_reference,
         cases=_SPLIT_HEADS_CASES,
         mistakes=_SPLIT_HEADS_MISTAKES,
     )
@@ -417,12 +432,24 @@ def _encoding_transposed(max_len: int, d_model: int) -> torch.Tensor:
     return sinusoidal_positional_encoding(max_len, d_model).T
 
 
+def _encoding_odd_column_left_empty(max_len: int, d_model: int) -> torch.Tensor:
+    """One angle per pair of columns, for d_model // 2 pairs: an odd d_model's last column stays 0."""
+    n_pairs = d_model // 2
+    angles = _pair_angles(max_len, torch.arange(0, 2 * n_pairs, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+    pe[:, 0:2 * n_pairs:2] = torch.sin(angles)
+    pe[:, 1:2 * n_pairs:2] = torch.cos(angles)
+    return pe.float()
+
+
 _ENCODING_CASES = (
     Case("max_len=1, d_model=4: position 0 only", (1, 4)),
     Case("max_len=6, d_model=4", (6, 4)),
     Case("max_len=10, d_model=8", (10, 8)),
     Case("max_len=50, d_model=16", (50, 16)),
     Case("max_len=4, d_model=32", (4, 32)),
+    Case("an odd width: max_len=6, d_model=5 (three sines, two cosines)", (6, 5)),
+    Case("an odd width: max_len=12, d_model=7", (12, 7)),
 )
 
 _ONE_FREQUENCY_PER_PAIR_HINT = (
@@ -458,6 +485,11 @@ _ENCODING_MISTAKES = (
         "the result is transposed: it must have shape (max_len, d_model), one row per position.",
         same_output_as(_encoding_transposed),
     ),
+    Mistake(
+        "with an odd d_model the last column, d_model - 1, is even: it holds the sine of one more pair, "
+        "(d_model + 1) // 2 angles in all, and has no cosine beside it. Yours stayed 0.",
+        same_output_as(_encoding_odd_column_left_empty),
+    ),
 )
 
 
@@ -465,8 +497,10 @@ def check_sinusoidal_positional_encoding(learner_fn: Any) -> CheckResult:
     """Check exercise 02: ``sinusoidal_positional_encoding(max_len, d_model)`` -> (max_len, d_model).
 
     PE[pos, 2i] = sin(pos / 10000^(2i/d_model)) and PE[pos, 2i+1] = cos of the
-    same angle, for even d_model. Float32 rounding is accepted: the cases stop
-    at position 49, where it stays far below the tolerance.
+    same angle. The general version of the lesson's: d_model may be odd, and
+    then the last column is a sine without its cosine (as course_lib's
+    encoding). Float32 rounding is accepted: the cases stop at position 49,
+    where it stays far below the tolerance.
     """
     return check_function(
         learner_fn,

@@ -602,8 +602,30 @@ def check_fill_masks(learner_fn: Any) -> CheckResult:
 
 
 @torch.no_grad()
-def _generate_greedy_reference(model, input_ids, max_new_tokens):
-    return generate(model, input_ids, max_new_tokens, greedy=True, use_cache=False)
+def _generate_greedy_reference(model, input_ids, max_new_tokens, eos_id=None):
+    return generate(model, input_ids, max_new_tokens, greedy=True, use_cache=False, eos_id=eos_id)
+
+
+def _greedy_with_eos_variant(*, stop_when: str = "all", pad: bool = True) -> Callable:
+    """Greedy generation that mishandles ``eos_id``: stops at the first finished row, never stops, or never pads."""
+
+    @torch.no_grad()
+    def generate_greedy(model, input_ids, max_new_tokens, eos_id=None):
+        sequence = input_ids
+        finished = torch.zeros(len(input_ids), dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            next_ids = model(sequence)[:, -1].argmax(dim=-1)
+            if eos_id is not None and pad:
+                next_ids = next_ids.masked_fill(finished, eos_id)
+            if eos_id is not None:
+                finished |= next_ids == eos_id
+            sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
+            stop = {"all": finished.all(), "any": finished.any(), "never": False}[stop_when]
+            if eos_id is not None and stop:
+                break
+        return sequence
+
+    return generate_greedy
 
 
 @torch.no_grad()
@@ -635,8 +657,10 @@ def _off_by_one(received: Any, case: Case) -> bool:
         and abs(received.shape[1] - (T + case.args[2])) == 1
 
 
-def _greedy_case(description: str, rows: list[list[int]], max_new_tokens: int, seed: int) -> Case:
-    return Case(description, (_tiny_model(GPT, seed), torch.tensor(rows), max_new_tokens))
+def _greedy_case(description: str, rows: list[list[int]], max_new_tokens: int, seed: int,
+                 eos_id: int | None = None) -> Case:
+    return Case(description, (_tiny_model(GPT, seed), torch.tensor(rows), max_new_tokens),
+                {} if eos_id is None else {"eos_id": eos_id})
 
 
 _GREEDY_CASES = (
@@ -645,6 +669,12 @@ _GREEDY_CASES = (
     _greedy_case("a batch of 3 prompts of 2 tokens, 5 new tokens", [[5, 8], [5, 3], [5, 11]], 5, seed=2),
     _greedy_case("max_new_tokens=0: the prompt comes back unchanged", [[5, 9, 2]], 0, seed=3),
     _greedy_case("up to the model's max_len (16 positions): 3 + 13 tokens", [[5, 6, 7]], 13, seed=4),
+    # With these weights, the three rows write eos_id=10 after 2, 2 and 1 steps; then the loop stops.
+    _greedy_case("3 prompts, eos_id=10: every row has finished after 2 of the 8 steps",
+                 [[5, 8], [5, 3], [5, 11]], 8, seed=9, eos_id=10),
+    # Here the first two rows write eos_id=1 at once, the third never: the loop runs all 6 steps.
+    _greedy_case("3 prompts, eos_id=1: two rows finish at the first step, the third never",
+                 [[5, 8], [5, 3], [5, 11]], 6, seed=8, eos_id=1),
 )
 
 _GREEDY_MISTAKES = (
@@ -659,16 +689,29 @@ _GREEDY_MISTAKES = (
             "those of the last position: model(sequence)[:, -1].", same_output_as(_greedy_from_the_first_position)),
     Mistake("your answer holds scores, not token ids: choose the most likely token with .argmax(dim=-1).",
             _floating),
+    Mistake("the loop stopped as soon as ONE row wrote eos_id; the others have not finished. Stop when every "
+            "row has written it (keep a (B,) bool tensor `finished`, and stop when finished.all()).",
+            same_output_as(_greedy_with_eos_variant(stop_when="any"))),
+    Mistake("a row that has written eos_id must write only eos_id from then on (its story is over); yours kept "
+            "writing. Replace the next token of finished rows: next_ids.masked_fill(finished, eos_id).",
+            same_output_as(_greedy_with_eos_variant(pad=False))),
+    Mistake("once every row has written eos_id the loop must stop: the rest would be nothing but eos_id. "
+            "Break out of the loop when finished.all().",
+            same_output_as(_greedy_with_eos_variant(stop_when="never"))),
 )
 
 
 def check_generate_greedy(learner_fn: Any) -> CheckResult:
-    """Check exercise 06: ``generate_greedy(model, input_ids, max_new_tokens)``.
+    """Check exercise 06: ``generate_greedy(model, input_ids, max_new_tokens, eos_id=None)``.
 
-    input_ids (B, T) -> (B, T + max_new_tokens): the prompt, then at every
-    step the most likely next token after reading the whole sequence so far.
-    The cases use tiny GPTs: single prompts, a batch, no new token, and
-    generation up to the model's max_len.
+    input_ids (B, T) -> (B, T + n): the prompt, then at every step the most
+    likely next token after reading the whole sequence so far. Without
+    eos_id, n = max_new_tokens. With it (the batched version of the lesson's
+    loop), a row that has written eos_id writes only eos_id from then on,
+    and the loop stops early once every row has written it, as course_lib's
+    ``generate``. The cases use tiny GPTs: single prompts, a batch, no new
+    token, generation up to the model's max_len, and batches whose rows
+    finish at different steps.
     """
     return check_function(learner_fn, exercise="06.generate_greedy", reference=_generate_greedy_reference,
                           cases=_GREEDY_CASES, mistakes=_GREEDY_MISTAKES)

@@ -16,7 +16,12 @@ from course_lib.layers import EncoderBlock, TransformerBlock
 
 
 def _layer_norm_reference(x, weight, bias, eps=1e-5):
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    return F.layer_norm(x, tuple(weight.shape), weight, bias, eps)
+
+
+def _weight_dims(weight) -> tuple[int, ...]:
+    """The trailing dimensions a layer norm with this weight normalises: (-1,) for a (d,) weight."""
+    return tuple(range(-weight.dim(), 0))
 
 
 def _normalise(x, *, dims=(-1,), unbiased=False, eps=1e-5, eps_outside=False):
@@ -30,7 +35,15 @@ def _normalise(x, *, dims=(-1,), unbiased=False, eps=1e-5, eps_outside=False):
 
 def _layer_norm_mistake(**knobs):
     def wrong(x, weight, bias, eps=1e-5):
-        return _normalise(x, eps=eps, **knobs) * weight + bias
+        return _normalise(x, eps=eps, **{"dims": _weight_dims(weight), **knobs}) * weight + bias
+    return wrong
+
+
+def _without(*, weight=True, bias=True, eps_given=True):
+    """A layer norm over the right dimensions that forgets the weight, the bias or the eps it was given."""
+    def wrong(x, w, b, eps=1e-5):
+        normalised = _normalise(x, dims=_weight_dims(w), eps=eps if eps_given else 1e-5)
+        return normalised * (w if weight else 1) + (b if bias else 0)
     return wrong
 
 
@@ -45,17 +58,30 @@ _LN_BIAS = torch.randn(8, generator=_LN_GENERATOR)
 _LN_2D = torch.randn(5, 6, generator=_LN_GENERATOR) * 3 - 2
 _LN_SMALL = torch.randn(4, 6, generator=_LN_GENERATOR) * 0.1  # variance near 0.01: eps=0.1 matters
 
+_LN_4D = torch.randn(2, 2, 3, 4, generator=_LN_GENERATOR) * 2 - 1
+_LN_WEIGHT_2D = torch.rand(3, 4, generator=_LN_GENERATOR) + 0.5
+_LN_BIAS_2D = torch.randn(3, 4, generator=_LN_GENERATOR)
+
 _LAYER_NORM_CASES = (
     Case("x = [1, 2, 3, 4], weight of ones, bias of zeros",
          (torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.ones(4), torch.zeros(4))),
-    Case("x of shape (2, 3, 8), random weight and bias", (_LN_3D, _LN_WEIGHT, _LN_BIAS)),
+    Case("x of shape (2, 3, 8), random weight and bias (8,)", (_LN_3D, _LN_WEIGHT, _LN_BIAS)),
     Case("x of shape (5, 6), weight of 2s, bias of 1s", (_LN_2D, torch.full((6,), 2.0), torch.ones(6))),
     Case("x of shape (4, 6) with small values, eps=0.1", (_LN_SMALL, torch.ones(6), torch.zeros(6)), {"eps": 0.1}),
     Case("a constant row x = [5, 5, 5], bias [1, 2, 3]",
          (torch.full((1, 3), 5.0), torch.ones(3), torch.tensor([1.0, 2.0, 3.0]))),
+    Case("x of shape (2, 3, 8), weight and bias of shape (3, 8): normalise over the last 2 dimensions",
+         (_LN_3D, _LN_WEIGHT_2D.repeat(1, 2), _LN_BIAS_2D.repeat(1, 2))),
+    Case("x of shape (2, 2, 3, 4), weight and bias of shape (3, 4)", (_LN_4D, _LN_WEIGHT_2D, _LN_BIAS_2D)),
 )
 
 _LAYER_NORM_MISTAKES = (
+    Mistake(
+        "the statistics were taken over the last dimension only, but weight has shape (..., d) with more than "
+        "one dimension: normalise over as many trailing dimensions as weight has, "
+        "dims = tuple(range(-weight.dim(), 0)), as nn.LayerNorm(normalized_shape) does.",
+        same_output_as(_layer_norm_mistake(dims=(-1,))),
+    ),
     Mistake(
         "the variance is the unbiased one (divided by d - 1). Layer norm divides by d: "
         "x.var(dim=-1, unbiased=False, keepdim=True), or ((x - mean) ** 2).mean(dim=-1, keepdim=True).",
@@ -74,15 +100,15 @@ _LAYER_NORM_MISTAKES = (
     Mistake(
         "weight and bias are missing: after normalising, scale by weight and shift by bias "
         "(x_hat * weight + bias), so the model can undo the normalisation where it helps.",
-        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, eps=eps)),
+        same_output_as(_without(weight=False, bias=False)),
     ),
     Mistake(
         "the bias is missing: add it after scaling by weight (x_hat * weight + bias).",
-        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, eps=eps) * weight),
+        same_output_as(_without(bias=False)),
     ),
     Mistake(
         "the weight is missing: multiply the normalised x by weight before adding bias.",
-        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x, eps=eps) + bias),
+        same_output_as(_without(weight=False)),
     ),
     Mistake(
         "eps belongs inside the square root: (x - mean) / sqrt(variance + eps), "
@@ -91,17 +117,19 @@ _LAYER_NORM_MISTAKES = (
     ),
     Mistake(
         "the eps argument was ignored: use the eps you are given, inside the square root.",
-        same_output_as(lambda x, weight, bias, eps=1e-5: _normalise(x) * weight + bias),
+        same_output_as(_without(eps_given=False)),
     ),
 )
 
 
 def check_layer_norm(learner_fn: Any) -> CheckResult:
-    """Check exercise 03: ``layer_norm(x, weight, bias, eps=1e-5)`` over the last dimension.
+    """Check exercise 03: ``layer_norm(x, weight, bias, eps=1e-5)`` over the trailing dimensions of weight's shape.
 
-    The cases cover 1-D to 3-D inputs, weights and biases that are not
-    ones and zeros, a large eps on small values, and a constant row (zero
-    variance, where eps keeps the division finite).
+    The general version, as ``nn.LayerNorm(normalized_shape)``: a (d,)
+    weight normalises the last dimension (the transformer's case), a (T, d)
+    weight the last two. The cases cover 1-D to 4-D inputs, weights and
+    biases that are not ones and zeros, a large eps on small values, and a
+    constant row (zero variance, where eps keeps the division finite).
     """
     return check_function(
         learner_fn,
@@ -225,46 +253,95 @@ def check_encoder_block_forward(learner_fn: Any) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------
-# 04.causal_mask
+# 04.causal_mask: T new queries after n_past cached positions
 # ---------------------------------------------------------------------------
 
 
-def _causal_mask_reference(T):
-    return torch.ones(T, T, dtype=torch.bool).tril()
+def _causal_mask_reference(T, n_past=0):
+    """Row i is position n_past + i: it may attend to keys 0 .. n_past + i."""
+    return torch.ones(T, n_past + T, dtype=torch.bool).tril(diagonal=n_past)
+
+
+def _triangle(kind: str, offset: int):
+    """A (T, n_past + T) mask from tril or triu with the diagonal moved by ``offset`` from the right one."""
+    def mask(T, n_past=0):
+        ones = torch.ones(T, n_past + T, dtype=torch.bool)
+        return ones.tril(diagonal=n_past + offset) if kind == "tril" else ones.triu(diagonal=n_past + offset)
+    return mask
 
 
 def _is_not_bool(received, case: Case) -> bool:
     return isinstance(received, torch.Tensor) and received.dtype != torch.bool
 
 
-_CAUSAL_MASK_CASES = tuple(Case(f"T={T}", (T,)) for T in (1, 2, 5, 8))
+def _n_past(case: Case) -> int:
+    return case.kwargs.get("n_past", 0)
+
+
+def _square(received, case: Case) -> bool:
+    T = case.args[0]
+    return _n_past(case) > 0 and isinstance(received, torch.Tensor) and tuple(received.shape) == (T, T)
+
+
+def _one_row_per_key(received, case: Case) -> bool:
+    n_keys = case.args[0] + _n_past(case)
+    return _n_past(case) > 0 and isinstance(received, torch.Tensor) and tuple(received.shape) == (n_keys, n_keys)
+
+
+_CAUSAL_MASK_CASES = (
+    *(Case(f"T={T}", (T,)) for T in (1, 2, 5, 8)),
+    Case("T=3 new positions after n_past=2 cached ones -> (3, 5)", (3,), {"n_past": 2}),
+    Case("T=1, n_past=5: one generation step with a cache -> (1, 6)", (1,), {"n_past": 5}),
+    Case("T=4, n_past=1 -> (4, 5)", (4,), {"n_past": 1}),
+)
 
 _CAUSAL_MASK_MISTAKES = (
     Mistake(
         "return a bool tensor (dtype torch.bool) with True for \"may attend\", not numbers: "
-        "torch.ones(T, T, dtype=torch.bool).tril() or a comparison of positions.",
+        "torch.ones(T, n_past + T, dtype=torch.bool).tril(...) or a comparison of positions.",
         _is_not_bool,
+    ),
+    Mistake(
+        "the mask has one column per new position only: the keys are the n_past cached positions AND the T new "
+        "ones, so its shape is (T, n_past + T).",
+        _square,
+    ),
+    Mistake(
+        "the mask has a row for every position; only the T new positions ask a question (the cached ones have "
+        "asked theirs already), so its shape is (T, n_past + T).",
+        _one_row_per_key,
     ),
     Mistake(
         "the mask is inverted: True must mean \"may attend\" (on and below the diagonal), "
         "and you returned True for the positions to hide.",
-        same_output_as(lambda T: ~_causal_mask_reference(T)),
+        same_output_as(lambda T, n_past=0: ~_causal_mask_reference(T, n_past)),
     ),
     Mistake(
         "True is above the diagonal, so position i would see later positions, the future. "
         "Keep the lower triangle (tril), not the upper one (triu).",
-        same_output_as(lambda T: torch.ones(T, T, dtype=torch.bool).triu()),
+        same_output_as(_triangle("triu", 0)),
     ),
     Mistake(
         "the diagonal is False, but a position may attend to itself (and the first position would "
-        "have no key at all). Use tril() with the default diagonal=0, or j <= i rather than j < i.",
-        same_output_as(lambda T: torch.ones(T, T, dtype=torch.bool).tril(diagonal=-1)),
+        "have no key at all). Use j <= n_past + i, not j < n_past + i.",
+        same_output_as(_triangle("tril", -1)),
+    ),
+    Mistake(
+        "the cached positions were hidden: new position i is position n_past + i of the sequence, so it may "
+        "see every cached key and the new ones up to itself: tril(diagonal=n_past), or j <= n_past + i.",
+        same_output_as(lambda T, n_past=0: torch.ones(T, n_past + T, dtype=torch.bool).tril()),
     ),
 )
 
 
 def check_causal_mask(learner_fn: Any) -> CheckResult:
-    """Check exercise 04: ``causal_mask(T)``, a (T, T) bool tensor, True on and below the diagonal."""
+    """Check exercise 04: ``causal_mask(T, n_past=0)`` -> (T, n_past + T) bool.
+
+    The general version of the (T, T) mask: T new queries that follow
+    n_past cached positions (generation with a key/value cache). Entry
+    [i, j] is True when key j <= n_past + i. With n_past = 0 it is the
+    (T, T) lower triangle, diagonal included.
+    """
     return check_function(
         learner_fn,
         exercise="04.causal_mask",

@@ -145,6 +145,7 @@ def pll_with(*, at_once=False, visible=False, specials=False, padding=False, no_
     return pseudo_log_likelihood
 
 
+@pytest.mark.slow  # each wrong version runs tiny-bert once per word of four stories, for every known mistake
 @pytest.mark.parametrize("pseudo_log_likelihood, words_of_the_hint", [
     (pll_with(at_once=True), "masked at once"),
     (pll_with(visible=True), "scored while visible"),

@@ -179,6 +179,7 @@ def test_finetune_table_has_every_figure(data, checkpoints):
         results_table(16, {"scratch": 0.5})
 
 
+@pytest.mark.slow
 def test_shipped_checkpoints_transfer():
     """With 256 labels, pretraining gives BERT a clear lead over the same model trained from scratch."""
     table = finetune_table(256)

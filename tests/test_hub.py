@@ -25,6 +25,7 @@ def test_checkpoint_is_small_and_loads_strictly(name):
     assert pretrained.tokenizer.id_to_token == Tokenizer.for_story_world().id_to_token
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_checkpoint_still_reaches_its_recorded_metrics(name):
     pretrained = load_pretrained(name)

@@ -65,6 +65,7 @@ def test_gpt_validation_loss_averages_over_predicted_tokens_only(gpt_data):
     assert gpt_loss(model, (ids, mask)).item() == pytest.approx(total / count, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_short_gpt_run_learns_and_an_untrained_gpt_writes_no_valid_story(gpt_data):
     torch.manual_seed(0)
     untrained = GPT(model_config(gpt_data.tokenizer, n_layers=1))

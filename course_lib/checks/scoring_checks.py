@@ -161,13 +161,14 @@ def _pll_variant(*, one_at_a_time: bool = True, mask_the_token: bool = True, ski
         model_mask = attention_mask if pass_mask else None
         if one_at_a_time:
             terms = torch.zeros(input_ids.shape)
-            for row, position in scored.nonzero().tolist():
-                ids = input_ids[row:row + 1].clone()
+            for row in range(len(input_ids)):
+                positions = scored[row].nonzero().flatten()  # (n,) the positions scored in this row
+                copies = input_ids[row].repeat(len(positions), 1)  # (n, T): one copy per scored position
                 if mask_the_token:
-                    ids[0, position] = mask_id
-                row_mask = None if model_mask is None else model_mask[row:row + 1]
-                log_probs = model(ids, row_mask)[0, position].log_softmax(dim=-1)
-                terms[row, position] = log_probs[input_ids[row, position]]
+                    copies[torch.arange(len(positions)), positions] = mask_id
+                copies_mask = None if model_mask is None else model_mask[row].repeat(len(positions), 1)
+                log_probs = model(copies, copies_mask)[torch.arange(len(positions)), positions].log_softmax(dim=-1)
+                terms[row, positions] = log_probs.gather(1, input_ids[row, positions][:, None])[:, 0]
         else:  # every scored position masked at once, one pass
             ids = torch.where(scored, mask_id, input_ids)
             log_probs = model(ids, model_mask).log_softmax(dim=-1)

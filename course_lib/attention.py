@@ -63,11 +63,23 @@ def scaled_dot_product_attention(
         weights: shape (..., Tq, Tk); each row sums to 1.
     """
     _check_attention_inputs(q, k, v, mask)
+    return _attend(q, k, v, mask)
+
+
+def _attend(q, k, v, mask, empty_rows_attend_to_nothing: bool = False):
+    """The computation of ``scaled_dot_product_attention``, without its checks.
+
+    empty_rows_attend_to_nothing: a query whose mask allows no key gets
+    all-zero weights (and a zero output) instead of NaN, as PyTorch's fused
+    kernel does; for the models, where such a query is a padded position.
+    """
     d_k = q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., Tq, Tk)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: a masked key gets weight 0
     weights = torch.softmax(scores, dim=-1)  # (..., Tq, Tk), each row sums to 1
+    if mask is not None and empty_rows_attend_to_nothing:
+        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # softmax over nothing: NaN -> 0
     output = weights @ v  # (..., Tq, d_v)
     return output, weights
 
@@ -235,7 +247,8 @@ class MultiHeadAttention(nn.Module):
     check_empty_rows: raise when ``mask`` leaves a query no key to attend to.
     The models' blocks turn it off: in a model such a query is a padded
     position whose output is never used, and the check would wait for the
-    GPU in every layer. (The readable path always checks.)
+    GPU in every layer. Without the check, such a query gets zero weights
+    and a zero output on both paths (before ``out_proj``).
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
@@ -316,7 +329,10 @@ class MultiHeadAttention(nn.Module):
             mask = future if mask is None else mask & future
             is_causal = False
         if readable:
-            out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, n_heads, Tq, d_head)
+            if self.check_empty_rows:
+                out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, n_heads, Tq, d_head)
+            else:
+                out, weights = _attend(q, k, v, mask, empty_rows_attend_to_nothing=True)
             # Detached: the plotted weights must not keep the whole autograd graph alive.
             self.attention_weights = weights.detach()  # (B, n_heads, Tq, Tk)
             if dropout_p > 0:

@@ -3,13 +3,18 @@
 ``sample_next_token`` turns the logits of the last position into one token
 (greedy, temperature, top-k, top-p); ``generate`` runs the loop, with a
 key/value cache so that each step only computes the new token's keys and
-values instead of recomputing the whole prefix.
+values instead of recomputing the whole prefix. Prompts of different
+lengths go in one batch left-padded (``left_pad``), so that every row's
+next token is written at the same place, the end.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from course_lib.tokenizer import Batch
 from course_lib.utils import check_positive_int, evaluating
 
 
@@ -55,9 +60,29 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    """Token ids of prompts of different lengths in one batch, padded on the left.
+
+    Returns a ``Batch``: input_ids (B, T) with ``pad_id`` before each shorter
+    prompt, and attention_mask (B, T), True for a real token. Every prompt
+    then ends at the last position, where ``generate`` appends.
+    """
+    if isinstance(sequences, (str, torch.Tensor)) or not sequences or not all(len(ids) for ids in sequences):
+        raise ValueError("sequences must be a non-empty list of non-empty lists of token ids")
+    check_positive_int("pad_id", pad_id, allow_zero=True)
+    length = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.bool)
+    for row, ids in enumerate(sequences):
+        input_ids[row, length - len(ids):] = torch.as_tensor(list(ids), dtype=torch.long)
+        attention_mask[row, length - len(ids):] = True
+    return Batch(input_ids, attention_mask)
+
+
 def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
-             generator: torch.Generator | None = None, eos_id: int | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, eos_id: int | None = None,
+             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Continue ``input_ids`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + new).
 
     With ``use_cache`` the model reads the prompt once and then one token per
@@ -65,6 +90,10 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     it, every step re-reads the whole sequence. Both give exactly the same
     tokens. With ``eos_id``, generation stops once every row has produced it,
     and a finished row is padded with ``eos_id``.
+
+    attention_mask: (B, T), True or 1 for a real token, for a batch of
+    left-padded prompts (``left_pad``); each row then gets the tokens it
+    would get alone. The last position of every row must be a real token.
     """
     check_positive_int("max_new_tokens", max_new_tokens, allow_zero=True)
     if not greedy:
@@ -73,13 +102,17 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     if input_ids.shape[1] + max_new_tokens > max_len:
         raise ValueError(f"input_ids has {input_ids.shape[1]} tokens; {max_new_tokens} more would exceed "
                          f"the model's max_len={max_len}")
+    if attention_mask is not None:
+        _check_left_padded(attention_mask, input_ids)
     cache = model.new_cache() if use_cache else None
     sequence = input_ids
     next_input = input_ids  # with a cache only the tokens not yet read are fed
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     with evaluating(model):
         for _ in range(max_new_tokens):
-            logits = model(next_input if use_cache else sequence, cache=cache)[:, -1]  # (B, V)
+            # The mask, when there is one, covers every token so far, cached or not; new tokens are real.
+            masked = {} if attention_mask is None else {"attention_mask": attention_mask}
+            logits = model(next_input if use_cache else sequence, cache=cache, **masked)[:, -1]  # (B, V)
             if greedy:
                 next_ids = logits.argmax(dim=-1)
             else:
@@ -89,6 +122,18 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
                 finished |= next_ids == eos_id
             sequence = torch.cat([sequence, next_ids[:, None]], dim=1)  # (B, T + tokens so far)
             next_input = next_ids[:, None]  # (B, 1)
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(next_ids), 1)], dim=1)
             if eos_id is not None and finished.all():
                 break
     return sequence
+
+
+def _check_left_padded(attention_mask, input_ids) -> None:
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask must be a tensor of input_ids' shape (B, T) = {tuple(input_ids.shape)}, "
+                         f"got {tuple(getattr(attention_mask, 'shape', ())) or type(attention_mask).__name__}")
+    if not attention_mask[:, -1].bool().all():
+        rows = (~attention_mask[:, -1].bool()).nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask rows {rows} end with padding; pad prompts on the left (left_pad), "
+                         "so that every row's last position is a real token")

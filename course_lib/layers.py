@@ -15,6 +15,7 @@ __all__ = [
     "sinusoidal_positional_encoding",
     "SinusoidalPositionalEncoding",
     "LearnedPositionalEmbedding",
+    "make_activation",
     "FeedForward",
     "TransformerBlock",
     "EncoderBlock",
@@ -64,11 +65,15 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
     return pe.float()
 
 
-def _check_positions(x, d_model: int, max_len: int, start: int) -> None:
+def _check_positions(x, d_model: int, max_len: int, start: int, positions=None) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(f"x must have shape (B, T, d_model={d_model}), got shape {tuple(x.shape)}")
+    if positions is not None and (not isinstance(positions, torch.Tensor) or positions.is_floating_point()
+                                  or positions.shape != x.shape[:2]):
+        received = f"{getattr(positions, 'dtype', type(positions).__name__)} {tuple(getattr(positions, 'shape', ()))}"
+        raise ValueError(f"positions must be an integer tensor of shape (B, T) = {tuple(x.shape[:2])}, got {received}")
     check_positive_int("start", start, allow_zero=True)
     T = x.shape[1]
     if start + T > max_len:
@@ -84,6 +89,8 @@ class SinusoidalPositionalEncoding(nn.Module):
     ``forward(x, start=0)``: x (B, T, d_model) -> x + PE[start : start + T], (B, T, d_model).
     ``start`` is the position of x's first token: 0 for a whole sequence,
     the number of tokens already seen when generating one token at a time.
+    ``forward(x, positions=p)`` takes each token's position from p (B, T)
+    instead: a left-padded row then counts from its first real token.
     """
 
     def __init__(self, max_len: int, d_model: int):
@@ -94,8 +101,10 @@ class SinusoidalPositionalEncoding(nn.Module):
         # recomputed from (max_len, d_model), so checkpoints need not store it.
         self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        _check_positions(x, self.d_model, self.max_len, start)
+    def forward(self, x: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        _check_positions(x, self.d_model, self.max_len, start, positions)
+        if positions is not None:
+            return x + self.pe[positions].to(x.dtype)  # (B, T, d_model) + (B, T, d_model)
         T = x.shape[1]
         return x + self.pe[start : start + T].to(x.dtype)  # (B, T, d_model) + (T, d_model)
 
@@ -110,7 +119,8 @@ class LearnedPositionalEmbedding(nn.Module):
     and kept the sinusoids, which may extend to longer sequences than seen
     in training; a learned table stops at ``max_len``.
 
-    ``forward(x, start=0)``: x (B, T, d_model) -> x + E[start : start + T], (B, T, d_model).
+    ``forward(x, start=0)``: x (B, T, d_model) -> x + E[start : start + T], (B, T, d_model);
+    ``forward(x, positions=p)``: x + E[p] with p (B, T), one position per token.
     """
 
     def __init__(self, max_len: int, d_model: int):
@@ -121,17 +131,27 @@ class LearnedPositionalEmbedding(nn.Module):
         self.d_model = d_model
         self.embedding = nn.Embedding(max_len, d_model)  # row p is the vector of position p
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        _check_positions(x, self.d_model, self.max_len, start)
-        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
-        return x + self.embedding(positions)  # (B, T, d_model) + (T, d_model)
+    def forward(self, x: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        _check_positions(x, self.d_model, self.max_len, start, positions)
+        if positions is None:
+            positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+        return x + self.embedding(positions)  # (B, T, d_model) + (T, d_model) or (B, T, d_model)
 
 
 # ---------------------------------------------------------------------------
 # Feed-forward network and the transformer block (notebooks 03-04)
 # ---------------------------------------------------------------------------
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+# "gelu_tanh" is GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), which GPT-2
+# was trained with; it differs from the exact GELU by up to about 5e-4.
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation called ``name`` ("relu", "gelu" or "gelu_tanh") as a module."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name]()
 
 
 class FeedForward(nn.Module):
@@ -148,10 +168,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "gelu"):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        activation_module = make_activation(activation)  # checks the name before any weight is drawn
         self.linear1 = nn.Linear(d_model, d_ff)
-        self.activation = _ACTIVATIONS[activation]()
+        self.activation = activation_module
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model)
 
@@ -176,25 +195,29 @@ class TransformerBlock(nn.Module):
     cross_attention: a middle sub-layer whose queries come from x and whose
         keys and values come from an encoder's output (``memory``).
 
+    layer_norm_eps: the small number each layer norm adds to the variance
+        before dividing by its square root (PyTorch's 1e-5; BERT used 1e-12).
+
     A query that its mask leaves no key (a padded position in a left-padded
     batch) is not an error here: its output is never used.
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *, norm_first: bool = False,
-                 causal: bool = False, cross_attention: bool = False, activation: str = "gelu"):
+                 causal: bool = False, cross_attention: bool = False, activation: str = "gelu",
+                 layer_norm_eps: float = 1e-5):
         super().__init__()
         self.norm_first, self.causal = norm_first, causal
         self.self_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False)
-        self.norm1 = nn.LayerNorm(d_model)
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.dropout1 = nn.Dropout(dropout)
         if cross_attention:
             self.cross_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False)
-            self.norm_cross = nn.LayerNorm(d_model)
+            self.norm_cross = nn.LayerNorm(d_model, eps=layer_norm_eps)
             self.dropout_cross = nn.Dropout(dropout)
         else:
             self.cross_attention = None
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
-        self.norm2 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
@@ -228,14 +251,15 @@ class EncoderBlock(TransformerBlock):
     """An encoder layer: full self-attention and a feed-forward network (notebook 03)."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *, norm_first: bool = False,
-                 activation: str = "gelu"):
-        super().__init__(d_model, n_heads, d_ff, dropout, norm_first=norm_first, activation=activation)
+                 activation: str = "gelu", layer_norm_eps: float = 1e-5):
+        super().__init__(d_model, n_heads, d_ff, dropout, norm_first=norm_first, activation=activation,
+                         layer_norm_eps=layer_norm_eps)
 
 
 class DecoderBlock(TransformerBlock):
     """A decoder layer: causal self-attention, cross-attention to the encoder (optional), feed-forward."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *, norm_first: bool = False,
-                 cross_attention: bool = True, activation: str = "gelu"):
+                 cross_attention: bool = True, activation: str = "gelu", layer_norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, d_ff, dropout, norm_first=norm_first, causal=True,
-                         cross_attention=cross_attention, activation=activation)
+                         cross_attention=cross_attention, activation=activation, layer_norm_eps=layer_norm_eps)

@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_lib.attention import KVCache, padding_mask
-from course_lib.layers import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerBlock
+from course_lib.layers import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerBlock,
+                               make_activation)
 from course_lib.utils import check_positive_int
 
 
@@ -41,8 +41,14 @@ class TransformerConfig:
     d_ff: hidden width of the feed-forward network (usually 4 * d_model).
     dropout: dropout probability while training.
     positional: "learned" (BERT, GPT) or "sinusoidal" (original paper).
-    activation: "gelu" (BERT, GPT) or "relu" (original paper).
+    activation: "gelu" (BERT, the course's GPT), "gelu_tanh" (GELU's tanh
+        approximation, which GPT-2 used) or "relu" (original paper).
     n_segments: BERT's segment (sentence A / B) embeddings.
+    layer_norm_eps: added to the variance inside every layer norm; PyTorch's
+        1e-5 (GPT-2 too) by default, 1e-12 in the published BERT.
+
+    ``activation`` and ``layer_norm_eps`` default to the tiny models'
+    choices; ``hub.from_huggingface`` sets them to the published models'.
     """
 
     vocab_size: int
@@ -55,6 +61,7 @@ class TransformerConfig:
     positional: str = "learned"
     activation: str = "gelu"
     n_segments: int = 2
+    layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_len", "d_model", "n_heads", "n_layers", "d_ff", "n_segments"):
@@ -65,8 +72,11 @@ class TransformerConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.positional not in ("learned", "sinusoidal"):
             raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation must be 'gelu' or 'relu', got {self.activation!r}")
+        if self.activation not in ("gelu", "gelu_tanh", "relu"):
+            raise ValueError(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {self.activation!r}")
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
+                or not 0 < self.layer_norm_eps < 1:
+            raise ValueError(f"layer_norm_eps must be a small positive number, got {self.layer_norm_eps!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,13 +98,15 @@ class TransformerBody(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
         positions = LearnedPositionalEmbedding if config.positional == "learned" else SinusoidalPositionalEncoding
         self.position = positions(config.max_len, config.d_model)
-        self.embedding_norm = nn.Identity() if norm_first else nn.LayerNorm(config.d_model)
+        eps = config.layer_norm_eps
+        self.embedding_norm = nn.Identity() if norm_first else nn.LayerNorm(config.d_model, eps=eps)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.d_model, config.n_heads, config.d_ff, config.dropout, norm_first=norm_first,
-                             causal=causal, cross_attention=cross_attention, activation=config.activation)
+                             causal=causal, cross_attention=cross_attention, activation=config.activation,
+                             layer_norm_eps=eps)
             for _ in range(config.n_layers))
-        self.final_norm = nn.LayerNorm(config.d_model) if norm_first else nn.Identity()
+        self.final_norm = nn.LayerNorm(config.d_model, eps=eps) if norm_first else nn.Identity()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 extra_embeddings: torch.Tensor | None = None, memory: torch.Tensor | None = None,
@@ -102,7 +114,10 @@ class TransformerBody(nn.Module):
         """Hidden states (B, T, d_model) of ``input_ids`` (B, T).
 
         attention_mask: (B, T) bool or 0/1, True for real tokens; padded
-            keys are never attended to.
+            keys are never attended to, and positions count from each
+            row's first real token: a left-padded row's real tokens sit at
+            the positions they would have alone (what Hugging Face's
+            ``position_ids`` do); right padding changes no position.
         extra_embeddings: (B, T, d_model) added to the token embeddings
             (BERT's segments).
         memory, memory_mask: the encoder's output (B, Tm, d_model) and its
@@ -117,16 +132,21 @@ class TransformerBody(nn.Module):
         """
         start = len(cache[0]) if cache else 0
         self._check_inputs(input_ids, attention_mask, start)
+        T = input_ids.shape[1]
         try:
             x = self.token_embedding(input_ids)  # (B, T, d_model)
         except IndexError:  # an id outside the table; checking every id beforehand would wait for the GPU
             raise ValueError(_out_of_vocabulary(input_ids, self.config.vocab_size)) from None
         if extra_embeddings is not None:
             x = x + extra_embeddings
-        x = self.dropout(self.embedding_norm(self.position(x, start=start)))
         # (B, 1, 1, T) and (B, 1, 1, Tm). Sequences of padding only are allowed (see above), so not looked for.
         key_mask = None if attention_mask is None else padding_mask(attention_mask, check_empty_rows=False)
         cross_mask = None if memory_mask is None else padding_mask(memory_mask, check_empty_rows=False)
+        positions = None
+        if attention_mask is not None:  # count from each row's first real token: left padding moves nothing
+            leading_padding = (attention_mask.long().cumsum(dim=1) == 0).sum(dim=1, keepdim=True)  # (B, 1)
+            positions = (torch.arange(start, start + T, device=x.device) - leading_padding).clamp(min=0)  # (B, T)
+        x = self.dropout(self.embedding_norm(self.position(x, start=start, positions=positions)))
         for i, block in enumerate(self.blocks):
             x = block(x, mask=key_mask, memory=memory, memory_mask=cross_mask,
                       cache=None if cache is None else cache[i])
@@ -220,7 +240,7 @@ class EncoderDecoder(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """BERT's head: a dense layer, GELU, layer norm, then the token embeddings read backwards.
+    """BERT's head: a dense layer, the activation (GELU), layer norm, then the token embeddings read backwards.
 
     The output projection shares its weights with the token embedding
     ("tied"): the score of token w is the dot product of the hidden state
@@ -230,12 +250,13 @@ class MaskedLMHead(nn.Module):
     def __init__(self, config: TransformerConfig, token_embedding: nn.Embedding):
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.d_model)
-        self.norm = nn.LayerNorm(config.d_model)
+        self.activation = make_activation(config.activation)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.token_embedding = token_embedding
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        hidden = self.norm(F.gelu(self.dense(hidden)))  # (B, T, d_model)
+        hidden = self.norm(self.activation(self.dense(hidden)))  # (B, T, d_model)
         return hidden @ self.token_embedding.weight.T + self.bias  # (B, T, vocab_size)
 
 
@@ -272,6 +293,9 @@ class GPT(nn.Module):
 
     ``GPT(config)(input_ids)`` returns next-token logits (B, T, vocab_size):
     ``logits[:, t]`` scores the token that follows ``input_ids[:, :t + 1]``.
+    Prompts of different lengths are batched left-padded, with an
+    ``attention_mask`` (B, T) marking the real tokens: every row's real
+    positions then get the logits they would get alone.
     """
 
     def __init__(self, config: TransformerConfig):

@@ -29,8 +29,8 @@ def test_every_check_passes_in_the_course_environment():
     results = doctor.run_checks()
     failed = [result.line() for result in results if result.level == FAIL]
     assert not failed, "\n".join(failed)
-    # One finding per required package plus seven other checks.
-    assert len(results) == len(doctor.required_packages()) + 7
+    # One finding per required package plus eight other checks.
+    assert len(results) == len(doctor.required_packages()) + 8
 
 
 def test_run_doctor_prints_one_line_per_check_and_returns_zero():
@@ -133,6 +133,18 @@ def test_required_packages_count_an_extra_only_when_it_is_installed():
 
     assert names({"torch"}) == ["torch"]  # a learner without the dev tools, and a marker that does not apply
     assert names({"torch", "pytest"}) == ["torch", "pytest", "nbval"]  # half of dev: the missing half shows
+    both = requires + ['transformers>=5; extra == "hf"', 'transformers>=5; extra == "dev"']
+    listed = [r.name for r in doctor.required_packages(both, ["hf", "dev"], lambda name: "1.0")]
+    assert listed == ["torch", "transformers", "pytest", "nbval"]  # a package of two extras: one line
+
+
+def test_the_optional_extra_is_reported_and_never_fails():
+    installed = doctor.check_optional_extra(lambda name: "5.24.0" if name == "transformers" else None)
+    assert installed.line() == ("[OK] optional: transformers 5.24.0 installed, so notebook 11 can load the "
+                                "published GPT-2 and BERT")
+    missing = doctor.check_optional_extra(lambda name: None)
+    assert missing.level == OK and "random models" in missing.message
+    assert missing.message.endswith('-m pip install -c constraints.txt -e ".[hf]"')
 
 
 def test_the_installed_metadata_lists_the_course_requirements():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from course_lib.generation import filter_logits, generate, sample_next_token
+from course_lib.generation import filter_logits, generate, left_pad, sample_next_token
 from course_lib.models import GPT, TransformerConfig
 
 
@@ -94,3 +94,37 @@ def test_generation_runs_in_eval_mode_and_restores_the_mode(gpt):
         generate(gpt, torch.tensor([[5]]), -1)
     with pytest.raises(ValueError, match="^top_k must be a positive int, got True"):
         generate(gpt, torch.tensor([[5]]), 3, top_k=True)
+
+
+# -- batches of prompts of different lengths, padded on the left -------------------------------------
+
+def test_left_pad_puts_every_prompt_at_the_end():
+    batch = left_pad([[5, 6, 7], [8], [9, 10]], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 9, 10]]
+    assert batch.attention_mask.tolist() == [[True] * 3, [False, False, True], [False, True, True]]
+    for bad in ([], [[1], []], "abc"):
+        with pytest.raises(ValueError, match="sequences must be"):
+            left_pad(bad, pad_id=0)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no cache"])
+def test_a_left_padded_batch_writes_what_each_prompt_writes_alone(gpt, use_cache):
+    prompts = [[7, 12, 30, 9, 21, 8], [15], [33, 11, 19]]
+    batch = left_pad(prompts, pad_id=0)
+    together = generate(gpt, batch.input_ids, 20, greedy=True, use_cache=use_cache,
+                        attention_mask=batch.attention_mask)
+    assert together.shape == (3, 26)
+    for row, prompt in enumerate(prompts):
+        alone = generate(gpt, torch.tensor([prompt]), 20, greedy=True, use_cache=use_cache)
+        assert together[row, 6 - len(prompt):].tolist() == alone[0].tolist(), row
+    sampled = [generate(gpt, batch.input_ids, 20, top_p=0.9, use_cache=use_cache, attention_mask=batch.attention_mask,
+                        generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*sampled)
+
+
+def test_a_batch_padded_on_the_right_is_refused(gpt):
+    right = torch.tensor([[True, True, True], [True, False, False]])
+    with pytest.raises(ValueError, match=r"rows \[1\] end with padding; pad prompts on the left"):
+        generate(gpt, torch.tensor([[5, 6, 7], [8, 0, 0]]), 3, greedy=True, attention_mask=right)
+    with pytest.raises(ValueError, match=r"attention_mask must be a tensor of input_ids' shape \(B, T\) = \(1, 3\)"):
+        generate(gpt, torch.tensor([[5, 6, 7]]), 3, attention_mask=torch.ones(1, 2, dtype=torch.bool))

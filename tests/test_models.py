@@ -197,3 +197,117 @@ def test_layer_norm_placement_belongs_to_the_model():
     translator = EncoderDecoder(tiny_config(), tiny_config(), norm_first=True)
     assert translator.encoder.norm_first and translator.decoder.norm_first
 
+
+
+# -- what the published models need, with the tiny models unchanged ----------------------------------
+
+def reference_logits(model, ids, mask=None):
+    """The tiny models' forward pass as it was before the configuration grew, in torch.nn.functional calls.
+
+    Exact GELU and layer norms with eps 1e-5 everywhere: the defaults must
+    keep computing exactly this, bit for bit.
+    """
+    import torch.nn.functional as F
+
+    bert = isinstance(model, BERT)
+    body, (B, T) = model.body, ids.shape
+    norm = lambda x, ln: F.layer_norm(x, (x.shape[-1],), ln.weight, ln.bias, 1e-5)  # noqa: E731
+    x = F.embedding(ids, body.token_embedding.weight)
+    if bert:
+        x = x + F.embedding(torch.zeros_like(ids), model.segment_embedding.weight)
+    x = x + F.embedding(torch.arange(T), body.position.embedding.weight)
+    if bert:
+        x = norm(x, body.embedding_norm)
+    key_mask = None if mask is None else mask.bool()[:, None, None, :]
+    if not bert and key_mask is not None:
+        key_mask = key_mask & causal_mask(T)
+
+    def attend(h, mha):
+        heads = [F.linear(h, p.weight, p.bias).reshape(B, T, mha.n_heads, -1).transpose(1, 2)
+                 for p in (mha.q_proj, mha.k_proj, mha.v_proj)]
+        out = F.scaled_dot_product_attention(*heads, attn_mask=key_mask, dropout_p=0.0,
+                                             is_causal=not bert and key_mask is None)
+        out = out.transpose(1, 2).reshape(B, T, -1)
+        return F.linear(out, mha.out_proj.weight, mha.out_proj.bias)
+
+    def feed_forward(h, ff):
+        return F.linear(F.gelu(F.linear(h, ff.linear1.weight, ff.linear1.bias)), ff.linear2.weight, ff.linear2.bias)
+
+    for block in body.blocks:
+        if bert:
+            x = norm(x + attend(x, block.self_attention), block.norm1)
+            x = norm(x + feed_forward(x, block.feed_forward), block.norm2)
+        else:
+            x = x + attend(norm(x, block.norm1), block.self_attention)
+            x = x + feed_forward(norm(x, block.norm2), block.feed_forward)
+    if bert:
+        head = model.mlm_head
+        h = norm(F.gelu(F.linear(x, head.dense.weight, head.dense.bias)), head.norm)
+        return h @ head.token_embedding.weight.T + head.bias
+    return F.linear(norm(x, body.final_norm), model.lm_head.weight)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt", "tiny-bert"])
+def test_the_shipped_models_compute_exactly_what_they_did(name):
+    import json
+
+    from course_lib.hub import CHECKPOINT_DIR, load_pretrained
+
+    stored = json.loads((CHECKPOINT_DIR / name / "config.json").read_text())["model"]
+    assert "layer_norm_eps" not in stored  # the files are unchanged: the new fields take their defaults
+    pretrained = load_pretrained(name)
+    assert pretrained.config == TransformerConfig(**stored)
+    assert (pretrained.config.activation, pretrained.config.layer_norm_eps) == ("gelu", 1e-5)
+    ids = torch.randint(7, pretrained.config.vocab_size, (4, 20), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 12:], mask[3, 5:] = False, False
+    with torch.no_grad():
+        assert torch.equal(pretrained.model(ids), reference_logits(pretrained.model, ids))
+        assert torch.equal(pretrained.model(ids, mask)[mask], reference_logits(pretrained.model, ids, mask)[mask])
+
+
+def test_the_published_models_settings():
+    config = tiny_config(activation="gelu_tanh", layer_norm_eps=1e-12)
+    bert, gpt = BERT(config).eval(), GPT(config)
+    assert bert.mlm_head.activation.approximate == "tanh"  # the head uses the configured activation too
+    assert all(block.feed_forward.activation.approximate == "tanh" for block in gpt.body.blocks)
+    norms = [m for m in bert.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 * 2 + 2 and all(m.eps == 1e-12 for m in norms)
+    x = torch.randn(5)
+    torch.testing.assert_close(gpt.body.blocks[0].feed_forward.activation(x),
+                               0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3))))
+    with pytest.raises(ValueError, match="activation must be 'gelu', 'gelu_tanh' or 'relu', got 'silu'"):
+        tiny_config(activation="silu")
+    for bad in (0, -1e-5, "1e-5", True):
+        with pytest.raises(ValueError, match="layer_norm_eps must be a small positive number"):
+            tiny_config(layer_norm_eps=bad)
+
+
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal"])
+def test_left_padded_rows_get_the_logits_they_get_alone(positional):
+    torch.manual_seed(9)
+    gpt, bert = GPT(tiny_config(positional=positional)).eval(), BERT(tiny_config(positional=positional)).eval()
+    ids = torch.randint(7, 50, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, :4] = False  # row 1 is five tokens, padded on the left
+    for model in (gpt, bert):
+        torch.testing.assert_close(model(ids, mask)[1, 4:], model(ids[1:, 4:])[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(ids, mask)[0], model(ids[:1])[0], atol=1e-5, rtol=1e-5)
+    cache = gpt.new_cache()  # the same with a cache, the mask covering cached tokens too
+    first = gpt(ids[:, :6], mask[:, :6], cache=cache)
+    rest = gpt(ids[:, 6:], mask, cache=cache)
+    torch.testing.assert_close(torch.cat([first, rest], 1)[mask], gpt(ids, mask)[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_maps_of_a_left_padded_batch_are_no_error():
+    torch.manual_seed(10)
+    gpt = GPT(tiny_config()).eval()
+    ids, mask = torch.randint(7, 50, (2, 6)), torch.tensor([[False, False, True, True, True, True], [True] * 6])
+    fast = gpt(ids, mask)
+    for block in gpt.body.blocks:
+        block.self_attention.store_attention_weights = True
+    readable = gpt(ids, mask)  # the readable path, which keeps the weights for plotting
+    torch.testing.assert_close(readable[mask], fast[mask], atol=1e-5, rtol=1e-5)
+    weights = gpt.body.blocks[0].self_attention.attention_weights  # (B, n_heads, T, T)
+    assert (weights[0, :, :2] == 0).all()  # the padded queries attend to nothing
+    torch.testing.assert_close(weights.transpose(1, 2)[mask].sum(-1), torch.ones(10, 4))  # real queries: sum 1

@@ -196,7 +196,8 @@ def required_packages(requires: Sequence[str] | None = None, extras: Sequence[st
         of_extra = [requirement for requirement in requirements if requirement not in applying
                     and requirement.marker is not None and requirement.marker.evaluate({"extra": extra})]
         if any(version_of(requirement.name) is not None for requirement in of_extra):
-            applying += of_extra
+            listed = {canonicalize_name(requirement.name) for requirement in applying}
+            applying += [requirement for requirement in of_extra if canonicalize_name(requirement.name) not in listed]
     return applying
 
 
@@ -236,6 +237,17 @@ def check_packages(pins: dict[str, str] | None,
             return [Finding(FAIL, f"{DISTRIBUTION} is not installed in this Python, so its requirements are unknown",
                             pip_fix())]
     return [check_package(requirement, version_of(requirement.name), pins) for requirement in requirements]
+
+
+def check_optional_extra(version_of: Callable[[str], str | None] = installed_version) -> Finding:
+    """The optional extra ``hf`` (transformers) loads the published GPT-2 and BERT; without it nothing fails."""
+    version = version_of("transformers")
+    if version is None:
+        return Finding(OK, "optional: transformers is not installed, so notebook 11 runs on random models of "
+                           "GPT-2's and BERT's shapes; to load the published ones: "
+                           + _in_repo(f'{_python_for_hints()} -m pip install -c constraints.txt -e ".[hf]"'))
+    return Finding(OK, f"optional: transformers {version} installed, so notebook 11 can load the published "
+                       "GPT-2 and BERT")
 
 
 # -- PyTorch ------------------------------------------------------------------------------------
@@ -392,6 +404,7 @@ def run_checks() -> list[Finding]:
         check_python,
         lambda: check_constraints_file(pins),
         lambda: check_packages(pins),
+        check_optional_extra,
         check_torch_computes,
         check_threads,
         check_kernel,

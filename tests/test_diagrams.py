@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from course_lib.lab import diagrams
+from course_lib.lab import diagrams, drawing
 
 FIGURES = Path(__file__).resolve().parents[1] / "notebooks" / "figures"
 REGENERATE = "python -c \"from course_lib.lab.diagrams import write_all; write_all('notebooks/figures')\""
@@ -46,7 +46,7 @@ def test_the_palette_is_okabe_ito():
         base = diagrams.OKABE_ITO[name]
         darkest = min((1, 3, 5), key=lambda i: int(base[i:i + 2], 16))  # the channel that measures the share best
         share = (255 - int(fill[darkest:darkest + 2], 16)) / (255 - int(base[darkest:darkest + 2], 16))
-        assert 0.1 < share < 0.9 and diagrams._tint(base, round(share, 2)) == fill, (name, fill)
+        assert 0.1 < share < 0.9 and drawing._tint(base, round(share, 2)) == fill, (name, fill)
 
 
 def test_every_colour_drawn_comes_from_the_palette(written):

@@ -8,10 +8,11 @@ and let a learner explore them with widgets:
     translation   the story world's second language and its translator (04)
     pretraining   BERT and GPT pretraining recipes and their metrics (05, 06)
     probes        what a trained BERT knows (05)
-    explorers     ipywidgets over plain functions (01, 05, 06)
+    explorers     ipywidgets over plain functions, and their base class (05, 06)
     comparison    BERT and GPT position by position (07)
     finetuning    transfer-learning experiments (08)
-    viz           every figure of the course
+    viz           every figure of the course, and the attention explorer (01)
+    drawing       the diagrams' palette, style and drawing primitives
     diagrams      the architecture diagrams (SVG files in notebooks/figures/)
 
 They import the transformer modules above them (``course_lib.models`` and

@@ -1,5 +1,8 @@
 """Two explorers: fill in BERT's blanks (notebook 05) and sample GPT's stories (notebook 06).
 
+``Explorer``, the base of every explorer of the course (the attention
+explorer of ``viz`` too), and ``figure_output`` come first.
+
 Each widget is a thin shell over plain functions that tests call directly:
 
 * ``fill_in_the_blank`` gives BERT's top-k words for every ``[MASK]`` of a
@@ -17,6 +20,8 @@ Jupyter shows it once, as the value of the cell).
 """
 from __future__ import annotations
 
+import base64
+import io
 from typing import Sequence
 
 import ipywidgets as widgets
@@ -33,10 +38,51 @@ from course_lib.tokenizer import MASK, Tokenizer
 from course_lib.utils import check_positive_int, evaluating
 from course_lib.lab.pretraining import sample_stories
 from course_lib.lab.probes import diagnose_story
-from course_lib.lab.viz import Explorer, figure_output
 
 __all__ = ["fill_in_the_blank", "plot_fill_in_the_blank", "FillInTheBlankExplorer", "sample_with_settings",
            "next_token_distribution", "plot_next_token_filter", "story_report", "SamplingExplorer"]
+
+
+# ---------------------------------------------------------------------------
+# What every explorer shares
+# ---------------------------------------------------------------------------
+
+
+class Explorer:
+    """The base of the course's explorers: a widget for a running notebook, one line of text otherwise.
+
+    A subclass builds its controls into ``self.widget`` and names itself in
+    ``NAME``. A saved notebook stores a text version next to every widget,
+    and that text is what a reader sees wherever the widget cannot be drawn:
+    in JupyterLab before the cells have run (the saved outputs of a notebook
+    you did not run yourself are shown as text), on GitHub, in nbviewer.
+    ipywidgets would store the widget's whole repr there
+    (``VBox(children=(Dropdown(...``); an explorer stores what to do instead.
+    """
+
+    NAME = "Explorer"
+    widget: widgets.Widget
+
+    def __repr__(self) -> str:
+        return f"{self.NAME}: run the cells above (Run > Run All Cells) to use it."
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The widget's own display data (the widget-view entry a live front-end draws), with our line as text."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+def figure_output(fig: Figure) -> dict:
+    """A Jupyter display_data message holding ``fig`` as a PNG, for an ``Output`` widget's ``outputs``.
+
+    Setting ``output.outputs`` to such messages changes the picture in one
+    step (no flicker), and tests can read it without a running front end.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}
 
 BEFORE_COLOR = "lightgray"
 AFTER_COLOR = "tab:blue"
@@ -281,7 +327,7 @@ class SamplingExplorer(Explorer):
 
 
 # ---------------------------------------------------------------------------
-# Text in an Output widget (figures go in with ``viz.figure_output``)
+# Text in an Output widget (figures go in with ``figure_output``)
 # ---------------------------------------------------------------------------
 
 

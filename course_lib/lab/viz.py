@@ -8,13 +8,11 @@ once more as the returned value. Pass ``ax`` to draw into your own figure.
 The explorer is a thin shell: ``explorer_weights`` computes the weights and
 ``explorer_figure`` draws them; the widget only connects dropdowns and a
 slider to these two functions, so tests can check them without a browser.
-``Explorer`` and ``figure_output`` are what every explorer of the course
-(here and in ``explorers``) shares.
+``Explorer`` and ``figure_output``, which every explorer of the course
+shares, are in ``explorers``.
 """
 from __future__ import annotations
 
-import base64
-import io
 import math
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
@@ -24,6 +22,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from course_lib.lab.explorers import Explorer, figure_output
 
 __all__ = [
     "plot_attention",
@@ -154,48 +154,6 @@ def plot_attention_bars(weights_row, tokens: Sequence[str], ax: Axes | None = No
     if title is not None:
         axis.set_title(title)
     return _finish(fig, owned)
-
-
-# ---------------------------------------------------------------------------
-# What every explorer shares
-# ---------------------------------------------------------------------------
-
-
-class Explorer:
-    """The base of the course's explorers: a widget for a running notebook, one line of text otherwise.
-
-    A subclass builds its controls into ``self.widget`` and names itself in
-    ``NAME``. A saved notebook stores a text version next to every widget,
-    and that text is what a reader sees wherever the widget cannot be drawn:
-    in JupyterLab before the cells have run (the saved outputs of a notebook
-    you did not run yourself are shown as text), on GitHub, in nbviewer.
-    ipywidgets would store the widget's whole repr there
-    (``VBox(children=(Dropdown(...``); an explorer stores what to do instead.
-    """
-
-    NAME = "Explorer"
-    widget: widgets.Widget
-
-    def __repr__(self) -> str:
-        return f"{self.NAME}: run the cells above (Run > Run All Cells) to use it."
-
-    def _repr_mimebundle_(self, **kwargs) -> dict:
-        """The widget's own display data (the widget-view entry a live front-end draws), with our line as text."""
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = repr(self)
-        return bundle
-
-
-def figure_output(fig: Figure) -> dict:
-    """A Jupyter display_data message holding ``fig`` as a PNG, for an ``Output`` widget's ``outputs``.
-
-    Setting ``output.outputs`` to such messages changes the picture in one
-    step (no flicker), and tests can read it without a running front end.
-    """
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    png = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}}
 
 
 # ---------------------------------------------------------------------------

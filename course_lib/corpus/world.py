@@ -56,16 +56,12 @@ from functools import cached_property
 from itertools import accumulate
 from typing import Iterator, Sequence
 
+from course_lib.corpus.story import (
+    ACTIVITY, COMPANION, FUNCTION, MOOD, PERSON, PLACE, PRONOUN, TIME, Sentence, Story,
+)
+from course_lib.corpus.translation import SECOND_LANGUAGE, translate
+
 END = "[EOS]"  # what the generator "writes" when it chooses to stop
-
-# Kinds of word, used by the annotations and by later notebooks that measure
-# a model's loss on each kind.
-PERSON, COMPANION, PRONOUN, PLACE, ACTIVITY, TIME, MOOD, FUNCTION = (
-    "person", "companion", "pronoun", "place", "activity", "time", "mood", "function")
-WORD_KINDS = (PERSON, COMPANION, PRONOUN, PLACE, ACTIVITY, TIME, MOOD, FUNCTION)
-
-# The questions of notebook 01 and the kinds of word that answer them.
-QUESTION_KINDS = {"who": (PERSON, COMPANION), "what": (ACTIVITY,), "where": (PLACE,), "when": (TIME,)}
 
 SUBJECT_PRONOUN = {"female": "she", "male": "he"}
 POSSESSIVE_PRONOUN = {"female": "her", "male": "his"}
@@ -164,84 +160,6 @@ class WorldConfig:
     def gender(self, name: str) -> str:
         return "female" if name in self.female_names else "male"
 
-
-@dataclass(frozen=True)
-class Sentence:
-    """One row of a sentence table: the words, their kinds and the chosen slots."""
-
-    words: tuple[str, ...]
-    kinds: tuple[str, ...]
-    log_prob: float
-    kind: str                         # "first", "then", "mood", "home" or "end"
-    place: str | None = None
-    purpose: tuple[str, ...] = ()     # "meet her sister", "walk the dog", ...
-    activity: str | None = None       # None when the purpose is to meet someone
-    time: str | None = None           # set only on the first sentence
-
-
-@dataclass(frozen=True)
-class Story:
-    """A story with its exact log-probability and its annotations.
-
-    ``tokens`` holds words and punctuation only; a tokenizer adds the special
-    tokens. ``kinds[i]`` is the kind of word of ``tokens[i]`` (person, place,
-    ...). Every pronoun refers to the person, who is always ``tokens[0]``.
-    """
-
-    tokens: tuple[str, ...]
-    kinds: tuple[str, ...]
-    log_prob: float               # natural log, the end of the story included
-    sentences: tuple[Sentence, ...]
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.tokens)
-
-    @property
-    def person(self) -> str:
-        return self.tokens[0]
-
-    @property
-    def time(self) -> str:
-        return self.sentences[0].time
-
-    @property
-    def n_predicted_tokens(self) -> int:
-        """Tokens a next-token model predicts: every word plus the end token."""
-        return len(self.tokens) + 1
-
-    def spans(self, kind: str) -> list[tuple[int, int]]:
-        """Half-open token spans ``(start, end)`` of consecutive words of one kind."""
-        if kind not in WORD_KINDS:
-            raise ValueError(f"kind must be one of {WORD_KINDS}, got {kind!r}")
-        found, start = [], None
-        for i, word_kind in enumerate(self.kinds + ("",)):
-            if word_kind == kind and start is None:
-                start = i
-            elif word_kind != kind and start is not None:
-                found.append((start, i))
-                start = None
-        return found
-
-    def answer_spans(self, question: str) -> list[tuple[int, int]]:
-        """Spans that answer a who / what / where / when question, in order."""
-        if question not in QUESTION_KINDS:
-            raise ValueError(f"question must be one of {tuple(QUESTION_KINDS)}, got {question!r}")
-        return sorted(span for kind in QUESTION_KINDS[question] for span in self.spans(kind))
-
-    @property
-    def pronoun_links(self) -> list[tuple[int, int]]:
-        """``(pronoun index, person index)`` for every pronoun of the story."""
-        return [(i, 0) for i, kind in enumerate(self.kinds) if kind == PRONOUN]
-
-    def pretty(self) -> str:
-        """The story as a person would write it: capitals, no space before a period."""
-        words = []
-        for i, (token, kind) in enumerate(zip(self.tokens, self.kinds)):
-            is_name = kind == PERSON or (kind == COMPANION and self.kinds[i - 1] != PRONOUN)
-            starts_sentence = i == 0 or self.tokens[i - 1] == "."
-            words.append(token.capitalize() if is_name or starts_sentence else token)
-        return " ".join(words).replace(" .", ".")
 
 
 class StoryWorld:
@@ -516,137 +434,6 @@ def entropy_floor(stories: Sequence[Story]) -> float:
     total_nll = sum(-story.log_prob for story in stories)
     total_tokens = sum(story.n_predicted_tokens for story in stories)
     return total_nll / total_tokens
-
-
-# -- the second language of notebook 04 -----------------------------------------------------
-
-# A small invented language: the time comes first, the verb "went" last, an
-# object before its verb, no articles. "alice went to the park to play
-# football in the morning ." becomes "mane alice ad hortum pilam ludere ivit ."
-SECOND_LANGUAGE = {
-    # times
-    "morning": "mane", "noon": "meridie", "afternoon": "postmeridie", "evening": "vespere", "night": "nocte",
-    # places
-    "cafe": "tabernam", "park": "hortum", "library": "bibliothecam", "beach": "litus", "cinema": "theatrum",
-    "restaurant": "cenaculum", "gym": "palaestram", "market": "forum", "home": "domum",
-    # verbs and their objects
-    "eat": "edere", "drink": "bibere", "play": "ludere", "walk": "ducere", "have": "habere", "read": "legere",
-    "study": "discere", "swim": "natare", "build": "aedificare", "watch": "spectare", "lift": "tollere",
-    "buy": "emere", "meet": "videre",
-    "breakfast": "ientaculum", "lunch": "prandium", "dinner": "cenam", "cake": "placentam",
-    "coffee": "caffeam", "football": "pilam", "dog": "canem", "picnic": "epulas", "book": "librum",
-    "history": "historiam", "sandcastle": "castellum", "sunset": "occasum", "stars": "stellas",
-    "film": "fabulam", "weights": "pondera", "bread": "panem", "fruit": "poma",
-    # people and pronouns
-    "friend": "amicum", "sister": "sororem", "brother": "fratrem", "mother": "matrem", "father": "patrem",
-    "cousin": "consobrinum", "she": "illa", "he": "ille", "her": "sua", "his": "suus",
-    # the rest
-    "happy": "laetus", "tired": "fessus", "hungry": "esuriens", "calm": "tranquillus", "sleepy": "somnolentus",
-}
-_DROPPED = {"to", "the", "a", "in", "at"}  # the second language has no articles or these prepositions
-
-
-def translate(story: Story) -> tuple[str, ...]:
-    """Rewrite ``story`` sentence by sentence in the second language.
-
-    Order of a sentence: [time or "deinde"] subject ad place object verb ivit .
-    The output is shorter than the input and its order differs, which is
-    what an encoder-decoder with cross-attention is for.
-    """
-    out: list[str] = []
-    for sentence in story.sentences:
-        words = sentence.words
-        if sentence.kind == "mood":      # she was happy .
-            out += [SECOND_LANGUAGE[words[0]], SECOND_LANGUAGE[words[2]], "erat", "."]
-        elif sentence.kind == "home":    # after that she went home .
-            out += ["postea", SECOND_LANGUAGE[words[2]], "domum", "ivit", "."]
-        else:                            # a visit: first sentence or "then ..."
-            if sentence.kind == "first":
-                out += [SECOND_LANGUAGE[sentence.time], words[0]]
-            else:
-                out += ["deinde", SECOND_LANGUAGE[words[1]]]
-            verb, *objects = sentence.purpose
-            out += ["ad", SECOND_LANGUAGE[sentence.place]]
-            out += [SECOND_LANGUAGE.get(w, w) for w in objects if w not in _DROPPED]
-            out += [SECOND_LANGUAGE[verb], "ivit", "."]
-    return tuple(out)
-
-
-# -- the downstream classification task ---------------------------------------------------
-
-@dataclass(frozen=True)
-class LabeledStory:
-    """A story for classification: ``label`` 1 if coherent, 0 if corrupted."""
-
-    tokens: tuple[str, ...]
-    label: int
-    corruption: str | None  # "pronoun", "place_activity", "time_activity" or None
-    story: Story            # the coherent original
-
-
-def coherence_task(world: StoryWorld, stories: Sequence[Story], seed: int = 0) -> list[LabeledStory]:
-    """Coherent versus corrupted stories, balanced, for fine-tuning (notebook 08).
-
-    A corrupted story breaks exactly one rule of the world, in a way that
-    keeps it looking like a story:
-
-    * ``pronoun``: one pronoun takes the other gender ("alice ... his sister");
-    * ``place_activity``: an activity moves to a place that does not offer it
-      ("to swim" at the library), at a time that still suits it;
-    * ``time_activity``: the first sentence's time no longer suits its
-      activity ("eat breakfast at night").
-
-    Deciding needs the story's dependencies, not a keyword: every word of a
-    corrupted story also appears in coherent ones. Only stories that can be
-    corrupted are used, so that "cannot be corrupted" never gives the label
-    away; half of them (chosen by ``seed``) are corrupted.
-    """
-    rng = random.Random(seed)
-    examples = []
-    for story in stories:
-        options = _corruptions(world, story)
-        if not options:
-            continue
-        if rng.random() < 0.5:
-            examples.append(LabeledStory(story.tokens, 1, None, story))
-        else:
-            kind = rng.choice(sorted(options))
-            tokens = rng.choice(options[kind])
-            examples.append(LabeledStory(tokens, 0, kind, story))
-    return examples
-
-
-def _corruptions(world: StoryWorld, story: Story) -> dict[str, list[tuple[str, ...]]]:
-    """Every single-rule corruption of ``story``, grouped by kind; each is checked invalid."""
-    cfg = world.config
-    swap = {"she": "he", "he": "she", "her": "his", "his": "her"}
-    found: dict[str, list[tuple[str, ...]]] = {"pronoun": [], "place_activity": [], "time_activity": []}
-    tokens = list(story.tokens)
-    for i, kind in enumerate(story.kinds):
-        if kind == PRONOUN:
-            found["pronoun"].append(tuple(tokens[:i] + [swap[tokens[i]]] + tokens[i + 1:]))
-    offset = 0
-    for sentence in story.sentences:
-        if sentence.activity is not None:
-            start = offset + sentence.words.index("to", 5) + 1
-            old = sentence.purpose
-            for name, activity in cfg.activities.items():
-                if name not in cfg.places[sentence.place] and story.time in activity.times:
-                    found["place_activity"].append(tuple(tokens[:start] + list(activity.words)
-                                                         + tokens[start + len(old):]))
-        offset += len(sentence.words)
-    first = story.sentences[0]
-    if first.activity is not None:
-        allowed = cfg.activities[first.activity].times
-        time_start = len(first.words) - 1 - len(cfg.times[first.time])
-        for time, words in cfg.times.items():
-            if time not in allowed:
-                found["time_activity"].append(tuple(tokens[:time_start] + list(words)
-                                                    + tokens[len(first.words) - 1:]))
-    for kind, variants in found.items():
-        if any(world.is_valid(v) for v in variants):
-            raise AssertionError(f"a {kind} corruption of {story.text!r} is still a valid story")
-    return {kind: variants for kind, variants in found.items() if variants}
 
 
 # -- module-level shortcuts for the default world -----------------------------------------

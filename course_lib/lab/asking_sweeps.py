@@ -1,0 +1,136 @@
+"""The sweeps of notebook 09, too long for a notebook: several label counts, three seeds, three ways of asking.
+
+Notebook 09 runs one setting of each experiment live and plots the rest from
+``results/09_asking.json``, which this module writes. To recompute it (about
+two hours on a 2-core CPU)::
+
+    python -m course_lib.lab.asking_sweeps                  # every sweep
+    python -m course_lib.lab.asking_sweeps prompting        # some of them: prompting, qa, sft, held_out
+    python -m course_lib.lab.asking_sweeps qa=256,1024 sft  # qa at two of its sizes only, then sft
+
+Each run is recorded as soon as it ends, so an interrupted sweep keeps what
+it measured. Every number is a test-set figure; the settings were chosen
+beforehand on the validation sets.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from course_lib.lab.finetuning import CoherenceData, FinetuneRecipe, finetune
+from course_lib.lab.instruction import SFT_RECIPE, accuracy_by_kind, finetune_writer
+from course_lib.lab.prompting import PROMPT_RECIPE, finetune_prompt
+from course_lib.lab.qa import METHODS as QA_METHODS, QA_RECIPE, finetune_qa
+from course_lib.lab.questions import KINDS, QuestionData
+
+RESULTS_PATH = Path(__file__).parent / "results" / "09_asking.json"
+SEEDS = (0, 1, 2)
+PROMPT_SIZES = (32, 128, 256, 512)
+QA_SIZES = (256, 1024, 4096)
+SFT_SIZES = (256, 1024, 4096)
+HELD_OUT_KIND = "where_to"
+HELD_OUT_SIZE = 4096
+
+
+def load_results(path: Path = RESULTS_PATH) -> dict:
+    """The recorded sweeps: {sweep: {"metric": ..., "runs": [{"method", "n", "seed", "value", "seconds"}, ...]}}."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
+def summary(results: dict, sweep: str) -> dict[tuple[str, int], tuple[float, float, float]]:
+    """{(method, n): (mean, lowest, highest)} over the seeds of one sweep."""
+    values: dict[tuple[str, int], list[float]] = {}
+    for run in results[sweep]["runs"]:
+        values.setdefault((run["method"], run["n"]), []).append(run["value"])
+    return {key: (sum(v) / len(v), min(v), max(v)) for key, v in values.items()}
+
+
+def _record(path: Path, sweep: str, metric: str, method: str, n: int, seed: int,
+            measure: Callable[[], float | tuple[float, dict]]) -> None:
+    """Run ``measure`` once and add its figure (and any extra figures it returns) to the results file."""
+    start = time.perf_counter()
+    measured = measure()
+    value, extra = measured if isinstance(measured, tuple) else (measured, {})
+    results = load_results(path)
+    part = results.setdefault(sweep, {"metric": metric, "runs": []})
+    part["runs"] = [run for run in part["runs"] if (run["method"], run["n"], run["seed"]) != (method, n, seed)]
+    part["runs"].append({"method": method, "n": n, "seed": seed, "value": round(value, 4),
+                         "seconds": round(time.perf_counter() - start, 1), **extra})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    print(f"{sweep:10} {method:18} n={n:<5} seed={seed}  {metric} {value:.3f}", flush=True)
+
+
+def sweep_prompting(sizes: tuple[int, ...] = PROMPT_SIZES, path: Path = RESULTS_PATH) -> None:
+    """Prompt-based fine-tuning against notebook 08's head on pooled features, at ``sizes`` labels."""
+    data = CoherenceData.build()
+    for n in sizes:
+        for seed in SEEDS:
+            labeled = data.labeled_set(n)
+            _record(path, "prompting", "test_accuracy", "prompt_full", n, seed,
+                    lambda: finetune_prompt(labeled, data.test, recipe=PROMPT_RECIPE, seed=seed).test_accuracy)
+            _record(path, "prompting", "test_accuracy", "pooled_full", n, seed,
+                    lambda: finetune("pretrained_full", labeled, data.test, FinetuneRecipe(), seed).test_accuracy)
+
+
+def sweep_qa(sizes: tuple[int, ...] = QA_SIZES, path: Path = RESULTS_PATH) -> None:
+    """Extractive question answering: exact match of each method at ``sizes`` labeled questions."""
+    data = QuestionData.build()
+    for n in sizes:
+        for seed in SEEDS:
+            for method in QA_METHODS:
+                _record(path, "qa", "exact_match", method, n, seed,
+                        lambda: finetune_qa(method, data.labeled_set(n), data.test, QA_RECIPE, seed).exact_match)
+
+
+def sweep_sft(sizes: tuple[int, ...] = SFT_SIZES, path: Path = RESULTS_PATH) -> None:
+    """Supervised fine-tuning of tiny-gpt and of the same GPT from scratch: exact answers at ``sizes`` examples."""
+    data = QuestionData.build()
+    for n in sizes:
+        for seed in SEEDS:
+            for method in ("pretrained", "scratch"):
+                _record(path, "sft", "answer_accuracy", method, n, seed,
+                        lambda: finetune_writer(method, data.labeled_set(n), data.test, SFT_RECIPE, seed).answer_accuracy)
+
+
+def sweep_held_out(sizes: tuple[int, ...] = (HELD_OUT_SIZE,), path: Path = RESULTS_PATH) -> None:
+    """tiny-gpt fine-tuned without ``HELD_OUT_KIND`` questions: its accuracy on that kind and on each other kind."""
+    data = QuestionData.build()
+    seen = tuple(kind for kind in KINDS if kind != HELD_OUT_KIND)
+
+    def measure(n: int, seed: int) -> tuple[float, dict]:
+        result = finetune_writer("pretrained", data.labeled_set(n, seen), data.test, SFT_RECIPE, seed)
+        by_kind = accuracy_by_kind(result.model, result.tokenizer, data.test)
+        return by_kind[HELD_OUT_KIND], {"by_kind": {kind: round(value, 4) for kind, value in by_kind.items()}}
+
+    for n in sizes:
+        for seed in SEEDS:
+            _record(path, "held_out", "answer_accuracy", f"without_{HELD_OUT_KIND}", n, seed, lambda: measure(n, seed))
+
+
+SWEEPS = {"prompting": sweep_prompting, "qa": sweep_qa, "sft": sweep_sft, "held_out": sweep_held_out}
+
+
+def main(argv: list[str]) -> int:
+    """Run the sweeps named in ``argv`` (all by default), each as ``name`` or ``name=size,size``."""
+    torch.set_num_threads(1)  # the course's machines are small and shared: one core, one run at a time
+    requests = [argument.partition("=") for argument in argv or SWEEPS]
+    unknown = [name for name, _, _ in requests if name not in SWEEPS]
+    if unknown:
+        print(f"unknown sweeps {unknown}; choose from {list(SWEEPS)}", file=sys.stderr)
+        return 2
+    for name, _, sizes in requests:
+        if sizes:
+            SWEEPS[name](tuple(int(size) for size in sizes.split(",")))
+        else:
+            SWEEPS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

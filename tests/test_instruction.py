@@ -1,0 +1,78 @@
+"""Supervised fine-tuning of GPT on questions and answers (notebook 09): the format, the answer-only loss, reading answers."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib.generation import generate
+from course_lib.lab.finetuning import FinetuneRecipe
+from course_lib.lab.instruction import (
+    SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples, finetune_writer,
+    make_writer, prompt_tokens, sft_table, write_answers,
+)
+from course_lib.lab.questions import QuestionData
+
+from tiny_checkpoints import save_tiny_checkpoints
+
+QUICK = FinetuneRecipe(epochs=1, min_steps=3, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return QuestionData.build(n_stories=6000, n_held_out=40)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return save_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+def test_examples_are_story_question_answer_and_only_the_answer_is_marked(data, checkpoints):
+    _, tokenizer = make_writer("pretrained", directory=checkpoints)
+    question = data.test[0]
+    batch = encode_examples([question], tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[0])
+    assert tokens == ["[BOS]", *question.story.tokens, "question", ":", *question.tokens, "answer", ":",
+                      *question.answer_tokens, ".", "[EOS]"]
+    assert [t for t, marked in zip(tokens, batch.answer_mask[0]) if marked] == [*question.answer_tokens, "."]
+    assert list(prompt_tokens(question)) == tokens[:len(tokens) - len(question.answer_tokens) - 2]
+
+
+def test_the_loss_counts_the_answer_tokens_only(data, checkpoints):
+    model, tokenizer = make_writer("pretrained", directory=checkpoints)
+    batch = encode_examples(data.test[:4], tokenizer)
+    model.eval()
+    logits = model(batch.input_ids[:, :-1], batch.attention_mask[:, :-1])    # (4, T-1, V)
+    targets = batch.input_ids[:, 1:]
+    counted = batch.answer_mask[:, 1:]                                        # target t + 1 is an answer token
+    expected = F.cross_entropy(logits[counted], targets[counted])
+    loss = answer_only_loss(model, (batch.input_ids, batch.attention_mask, batch.answer_mask))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_written_answers_are_greedy_continuations_cut_at_the_period(data, checkpoints):
+    model, tokenizer = make_writer("scratch", directory=checkpoints)
+    questions = data.test[:6]
+    written = write_answers(model, tokenizer, questions, max_answer_tokens=3)
+    for question, answer in zip(questions, written):
+        prompt = torch.tensor([tokenizer.encode(prompt_tokens(question))])
+        words = tokenizer.convert_ids_to_tokens(generate(model, prompt, 3, greedy=True)[0, prompt.shape[1]:])
+        assert answer == (tuple(words[:words.index(".")]) if "." in words else (*words, "..."))
+    correct = sum(answer == q.answer_tokens for answer, q in zip(write_answers(model, tokenizer, questions), questions))
+    assert answer_accuracy(model, tokenizer, questions) == pytest.approx(correct / 6)
+    assert set(accuracy_by_kind(model, tokenizer, questions)) == {q.kind for q in questions}
+
+
+def test_finetuning_is_deterministic(data, checkpoints):
+    first = finetune_writer("scratch", data.labeled_set(16), data.test[:10], QUICK, seed=2, directory=checkpoints)
+    second = finetune_writer("scratch", data.labeled_set(16), data.test[:10], QUICK, seed=2, directory=checkpoints)
+    assert first.history.train_loss == second.history.train_loss
+    assert first.answer_accuracy == second.answer_accuracy
+
+
+def test_the_table_has_every_figure(data, checkpoints):
+    small = QuestionData(data.pool, data.validation[:10], data.test[:10])
+    table = sft_table(16, small, QUICK, directory=checkpoints)
+    assert tuple(table) == SFT_TABLE_KEYS and table["n_examples"] == 16
+    assert all(0 <= table[key] <= 1 for key in SFT_TABLE_KEYS[1:])
+    with pytest.raises(ValueError, match="method must be one of"):
+        make_writer("gpt4", directory=checkpoints)

@@ -4,26 +4,13 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.generation import generate
-from course_lib.lab.finetuning import FinetuneRecipe
 from course_lib.lab.instruction import (
     SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples, finetune_writer,
     make_writer, prompt_tokens, sft_table, write_answers,
 )
 from course_lib.lab.questions import QuestionData
 
-from tiny_checkpoints import save_tiny_checkpoints
-
-QUICK = FinetuneRecipe(epochs=1, min_steps=3, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return QuestionData.build(n_stories=6000, n_held_out=40)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return save_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+from tiny_checkpoints import QUICK, checkpoints, data  # noqa: F401 (shared fixtures)
 
 
 def test_examples_are_story_question_answer_and_only_the_answer_is_marked(data, checkpoints):

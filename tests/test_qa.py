@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.answers import best_span
-from course_lib.lab.finetuning import FinetuneRecipe
 from course_lib.lab.qa import (
     METHODS, QA_TABLE_KEYS, SpanQA, encode_questions, evaluate_qa, finetune_qa, make_qa_model, qa_table, span_loss,
     span_scores, token_f1,
@@ -16,19 +15,7 @@ from course_lib.lab.qa import (
 from course_lib.lab.questions import QuestionData
 from course_lib.tokenizer import SEP
 
-from tiny_checkpoints import save_tiny_checkpoints
-
-QUICK = FinetuneRecipe(epochs=1, min_steps=3, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return QuestionData.build(n_stories=6000, n_held_out=40)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return save_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+from tiny_checkpoints import QUICK, checkpoints, data  # noqa: F401 (shared fixtures)
 
 
 def test_inputs_are_question_then_story_in_two_segments(data, checkpoints):

@@ -1,7 +1,14 @@
-"""Tiny random tiny-bert and tiny-gpt checkpoints, for tests that fine-tune quickly without the shipped ones."""
+"""Tiny random tiny-bert and tiny-gpt checkpoints, for tests that fine-tune quickly without the shipped ones.
+
+The question tests (QA and instruction tuning) share the fixtures below: a
+module imports ``data`` and ``checkpoints`` from here, and ``QUICK``.
+"""
+import pytest
 import torch
 
 from course_lib.hub import save_pretrained
+from course_lib.lab.finetuning import FinetuneRecipe
+from course_lib.lab.questions import QuestionData
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.tokenizer import Tokenizer
 
@@ -15,3 +22,17 @@ def save_tiny_checkpoints(folder):
     save_pretrained("tiny-bert", BERT(config), tokenizer, {}, directory=folder)
     save_pretrained("tiny-gpt", GPT(config), tokenizer, {}, directory=folder)
     return folder
+
+
+# One epoch and a few steps: enough to check what a fine-tuning run computes, not how well it learns.
+QUICK = FinetuneRecipe(epochs=1, min_steps=3, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return QuestionData.build(n_stories=6000, n_held_out=40)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return save_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))

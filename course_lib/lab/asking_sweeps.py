@@ -8,9 +8,10 @@ two hours on a 2-core CPU)::
     python -m course_lib.lab.asking_sweeps prompting        # some of them: prompting, qa, sft, held_out
     python -m course_lib.lab.asking_sweeps qa=256,1024 sft  # qa at two of its sizes only, then sft
 
-Each run is recorded as soon as it ends, so an interrupted sweep keeps what
-it measured. Every number is a test-set figure; the settings were chosen
-beforehand on the validation sets.
+Each run is recorded as soon as it ends, and a run already recorded is not
+run again: an interrupted sweep resumes where it stopped (delete the file,
+or a sweep's entry in it, to measure again). Every number is a test-set
+figure; the settings were chosen beforehand on the validation sets.
 """
 from __future__ import annotations
 
@@ -53,12 +54,14 @@ def summary(results: dict, sweep: str) -> dict[tuple[str, int], tuple[float, flo
 def _record(path: Path, sweep: str, metric: str, method: str, n: int, seed: int,
             measure: Callable[[], float | tuple[float, dict]]) -> None:
     """Run ``measure`` once and add its figure (and any extra figures it returns) to the results file."""
+    recorded = load_results(path).get(sweep, {"runs": []})["runs"]
+    if any((run["method"], run["n"], run["seed"]) == (method, n, seed) for run in recorded):
+        return
     start = time.perf_counter()
     measured = measure()
     value, extra = measured if isinstance(measured, tuple) else (measured, {})
     results = load_results(path)
     part = results.setdefault(sweep, {"metric": metric, "runs": []})
-    part["runs"] = [run for run in part["runs"] if (run["method"], run["n"], run["seed"]) != (method, n, seed)]
     part["runs"].append({"method": method, "n": n, "seed": seed, "value": round(value, 4),
                          "seconds": round(time.perf_counter() - start, 1), **extra})
     path.parent.mkdir(parents=True, exist_ok=True)

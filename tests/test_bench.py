@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from course_lib.tools.bench import ReferenceBERT, ReferenceGPT, generation_speed, run_bench
+from course_lib.tools.bench import SECTIONS, ReferenceBERT, ReferenceGPT, generation_speed, run_bench
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.utils import count_parameters
 
@@ -28,7 +28,9 @@ def test_reference_gpt_is_causal():
 
 @pytest.mark.slow
 def test_bench_reports_every_figure():
-    results = run_bench(n_stories=3000, steps=6, throughput_steps=3, generation_len=24, n_samples=10, n_labels=8)
+    results = run_bench(n_stories=3000, steps=6, throughput_steps=3, generation_len=24, n_samples=10, n_labels=8,
+                        qa_labels=8, sft_examples=8)
+    assert list(results) == list(SECTIONS)
     assert set(results["gpt"]) >= {"train_tokens_per_s", "reference_train_tokens_per_s", "throughput_ratio",
                                    "val_loss", "entropy_floor", "loss_over_floor", "train_seconds",
                                    "valid_story_rate"}
@@ -36,11 +38,15 @@ def test_bench_reports_every_figure():
                                     "masked_accuracy", "pronoun_accuracy"}
     assert set(results["generation"]) >= {"tokens_per_s_cache", "tokens_per_s_no_cache", "speedup"}
     assert set(results["finetune"]) == {"n_labels", "pretrained_full", "pretrained_frozen", "scratch",
-                                        "transfer_gain", "gpt_task_only", "gpt_task_plus_lm"}
+                                        "transfer_gain", "gpt_task_only", "gpt_task_plus_lm", "prompt_full"}
+    assert set(results["qa"]) == {"n_labels", "pretrained_full", "pretrained_frozen", "scratch", "transfer_gain"}
+    assert results["qa"]["transfer_gain"] == pytest.approx(results["qa"]["pretrained_full"] - results["qa"]["scratch"])
+    assert set(results["sft"]) == {"n_examples", "answer_accuracy", "pretrained_before", "scratch_answer_accuracy"}
+    assert results["qa"]["n_labels"] == results["sft"]["n_examples"] == 8
     finetune = results["finetune"]
     assert finetune["n_labels"] == 8
     assert all(0 <= finetune[name] <= 1 for name in ("pretrained_full", "pretrained_frozen", "scratch",
-                                                      "gpt_task_only", "gpt_task_plus_lm"))
+                                                      "gpt_task_only", "gpt_task_plus_lm", "prompt_full"))
     gpt, bert = results["gpt"], results["bert"]
     assert gpt["train_steps"] == bert["train_steps"] == 6
     # The floor on these few validation stories is near the exact 0.6105 nats (bits would give 0.88),
@@ -56,3 +62,9 @@ def test_generation_speed_writes_the_same_tokens_with_and_without_the_cache():
     assert speed["same_tokens"]
     assert speed["generated_tokens"] == 31
     assert speed["tokens_per_s_cache"] > 0 and speed["tokens_per_s_no_cache"] > 0
+
+
+def test_bench_runs_only_the_sections_asked_for():
+    assert list(run_bench(generation_len=12, sections=("generation",))) == ["generation"]
+    with pytest.raises(ValueError, match="sections must be some of"):
+        run_bench(sections=("speed",))

@@ -11,17 +11,23 @@
   masked-token and pronoun accuracy.
 * Generation speed with and without the key/value cache.
 * Fine-tuning the shipped checkpoints on the coherence task with 256 labels
-  (``finetuning.finetune_table``).
+  (``finetuning.finetune_table``), and through BERT's masked-LM head
+  (``prompting.prompt_full``).
+* Notebook 09's ways of asking: BERT's extractive question answering
+  (``qa.qa_table``) and GPT's instruction tuning (``instruction.sft_table``).
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from course_lib.lab.finetuning import finetune_table
+from course_lib.lab.instruction import SFT_BENCH_EXAMPLES, sft_table
+from course_lib.lab.prompting import prompt_full
+from course_lib.lab.qa import QA_BENCH_LABELS, qa_table
 from course_lib.generation import generate
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.lab.pretraining import (
@@ -156,18 +162,33 @@ def generation_speed(max_len: int = 256, repeats: int = 3) -> dict[str, float]:
             "same_tokens": bool(torch.equal(written[True], written[False]))}
 
 
+SECTIONS = ("gpt", "bert", "generation", "finetune", "qa", "sft")
+
+
 def run_bench(n_stories: int = 60_000, steps: int | None = None, throughput_steps: int = 40,
-              generation_len: int = 256, n_samples: int = 500, n_labels: int = 256) -> dict[str, dict[str, float]]:
-    """Every figure of ``course bench``, as one dictionary.
+              generation_len: int = 256, n_samples: int = 500, n_labels: int = 256,
+              qa_labels: int = QA_BENCH_LABELS, sft_examples: int = SFT_BENCH_EXAMPLES,
+              sections: Sequence[str] = SECTIONS) -> dict[str, dict[str, float]]:
+    """The figures of ``course bench`` for ``sections`` (all of them by default), as one dictionary.
 
     By default GPT trains at notebook 06's settings and BERT with the shipped
     checkpoint's recipe; ``steps`` sets both runs' length instead (for tests).
+    The fine-tuning sections take longest: ``qa`` and ``sft`` train three
+    and two models on thousands of questions (several minutes each).
     """
+    unknown = [section for section in sections if section not in SECTIONS]
+    if unknown or not sections:
+        raise ValueError(f"sections must be some of {SECTIONS}, got {list(sections)!r}")
     if steps is None:
         gpt_config, bert_config = notebook_train_config("gpt"), checkpoint_train_config("bert")
     else:
         gpt_config, bert_config = family_train_config("gpt", steps), family_train_config("bert", steps)
-    return {"gpt": bench_gpt(StoryData.build("gpt", n_stories), gpt_config, throughput_steps, n_samples),
-            "bert": bench_bert(StoryData.build("bert", n_stories), bert_config, throughput_steps),
-            "generation": generation_speed(generation_len),
-            "finetune": finetune_table(n_labels)}
+    measure = {
+        "gpt": lambda: bench_gpt(StoryData.build("gpt", n_stories), gpt_config, throughput_steps, n_samples),
+        "bert": lambda: bench_bert(StoryData.build("bert", n_stories), bert_config, throughput_steps),
+        "generation": lambda: generation_speed(generation_len),
+        "finetune": lambda: {**finetune_table(n_labels), "prompt_full": prompt_full(n_labels)},
+        "qa": lambda: qa_table(qa_labels),
+        "sft": lambda: sft_table(sft_examples),
+    }
+    return {section: measure[section]() for section in SECTIONS if section in sections}

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.axes import Axes
 
 from course_lib.lab.finetuning import CoherenceData, FinetuneRecipe, finetune
 from course_lib.lab.instruction import SFT_RECIPE, accuracy_by_kind, finetune_writer
@@ -49,6 +51,32 @@ def summary(results: dict, sweep: str) -> dict[tuple[str, int], tuple[float, flo
     for run in results[sweep]["runs"]:
         values.setdefault((run["method"], run["n"]), []).append(run["value"])
     return {key: (sum(v) / len(v), min(v), max(v)) for key, v in values.items()}
+
+
+def plot_sweep(results: dict, sweep: str, labels: dict[str, str] | None = None, ax: Axes | None = None) -> Axes:
+    """Each method's mean over the seeds against the number of examples, the band from lowest to highest.
+
+    labels: {method: legend text}; by default every method of the sweep, under its own name.
+    """
+    if sweep not in results:
+        raise ValueError(f"sweep must be one of the recorded sweeps {sorted(results)}, got {sweep!r}")
+    figures = summary(results, sweep)
+    labels = labels or {method: method for method, _ in figures}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.5), layout="constrained")
+    for (method, label), marker in zip(labels.items(), "os^Dv"):
+        sizes = sorted(n for m, n in figures if m == method)
+        mean, lowest, highest = zip(*(figures[method, n] for n in sizes))
+        line, = ax.plot(sizes, mean, marker=marker, label=label)
+        ax.fill_between(sizes, lowest, highest, color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log", base=2)
+    every_size = sorted({n for _, n in figures})
+    ax.set_xticks(every_size, [f"{n:,}" for n in every_size], minor=False)
+    ax.minorticks_off()
+    ax.set_xlabel("labeled examples")
+    ax.set_ylabel(results[sweep]["metric"].replace("_", " "))
+    ax.legend(frameon=False)
+    return ax
 
 
 def _record(path: Path, sweep: str, metric: str, method: str, n: int, seed: int,

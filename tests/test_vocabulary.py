@@ -49,3 +49,17 @@ def test_add_words_refuses_a_tokenizer_of_another_model(checkpoints):
     add_words(bert.model, bert.tokenizer, ["where"])
     with pytest.raises(ValueError, match="do not belong together"):
         add_words(bert.model, bert.tokenizer, ["what"])
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt"])
+def test_grown_rows_train_when_the_model_trains_and_stay_frozen_when_it_is_frozen(name, checkpoints):
+    trainable, frozen = load_pretrained(name, checkpoints), load_pretrained(name, checkpoints)
+    frozen.model.requires_grad_(False)
+    for pretrained in (trainable, frozen):
+        add_words(pretrained.model, pretrained.tokenizer, ["where", "?"])
+    assert all(p.requires_grad for p in trainable.model.parameters())
+    assert not any(p.requires_grad for p in frozen.model.parameters())
+    ids = torch.tensor([[trainable.tokenizer.vocab_size, 5, 6]])  # the first new word, then two old ones
+    trainable.model(ids).sum().backward()
+    gradient = trainable.model.body.token_embedding.weight.grad
+    assert gradient is not None and gradient[trainable.tokenizer.vocab_size].abs().sum() > 0

@@ -57,6 +57,7 @@ def grow_embeddings(model: BERT | GPT, vocab_size: int, seed: int = 0) -> None:
     """
     if not isinstance(model, (BERT, GPT)):
         raise TypeError(f"model must be a course_lib.models.BERT or GPT, got {type(model).__name__}")
+    trainable = model.body.token_embedding.weight.requires_grad       # a frozen model stays frozen, a trainable one trainable
     old = model.body.token_embedding.weight.detach()                   # (V_old, d_model)
     n_old, d_model = old.shape
     if not isinstance(vocab_size, int) or vocab_size < n_old:
@@ -66,13 +67,14 @@ def grow_embeddings(model: BERT | GPT, vocab_size: int, seed: int = 0) -> None:
     embedding = nn.Embedding(vocab_size, d_model)
     with torch.no_grad():
         embedding.weight.copy_(torch.cat([old, old.mean(dim=0) + noise.to(old)]))  # (vocab_size, d_model)
-    embedding.weight.requires_grad_(old.requires_grad)
+    embedding.weight.requires_grad_(trainable)
     model.body.token_embedding = embedding
     if isinstance(model, BERT):
         head = model.mlm_head
         head.token_embedding = embedding                               # the head reads the grown rows backwards
         bias = head.bias.detach()                                      # (V_old,)
-        head.bias = nn.Parameter(torch.cat([bias, bias.mean().expand(vocab_size - n_old)]))
+        head.bias = nn.Parameter(torch.cat([bias, bias.mean().expand(vocab_size - n_old)]),
+                                 requires_grad=head.bias.requires_grad)
     else:
         model.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         model.lm_head.weight = embedding.weight                        # tied again

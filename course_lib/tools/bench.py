@@ -15,6 +15,8 @@
   (``prompting.prompt_full``).
 * Notebook 09's ways of asking: BERT's extractive question answering
   (``qa.qa_table``) and GPT's instruction tuning (``instruction.sft_table``).
+* Notebook 10's alignment: the flawed starting model, the reward model, RLHF
+  and DPO, each judged exactly (``chat.chat_table``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from course_lib.lab.chat import CHAT_COMPARISONS, chat_table
 from course_lib.lab.finetuning import finetune_table
 from course_lib.lab.instruction import SFT_BENCH_EXAMPLES, sft_table
 from course_lib.lab.prompting import prompt_full
@@ -162,19 +165,20 @@ def generation_speed(max_len: int = 256, repeats: int = 3) -> dict[str, float]:
             "same_tokens": bool(torch.equal(written[True], written[False]))}
 
 
-SECTIONS = ("gpt", "bert", "generation", "finetune", "qa", "sft")
+SECTIONS = ("gpt", "bert", "generation", "finetune", "qa", "sft", "chat")
 
 
 def run_bench(n_stories: int = 60_000, steps: int | None = None, throughput_steps: int = 40,
               generation_len: int = 256, n_samples: int = 500, n_labels: int = 256,
               qa_labels: int = QA_BENCH_LABELS, sft_examples: int = SFT_BENCH_EXAMPLES,
-              sections: Sequence[str] = SECTIONS) -> dict[str, dict[str, float]]:
+              chat_comparisons: int = CHAT_COMPARISONS, sections: Sequence[str] = SECTIONS) -> dict[str, dict[str, float]]:
     """The figures of ``course bench`` for ``sections`` (all of them by default), as one dictionary.
 
     By default GPT trains at notebook 06's settings and BERT with the shipped
     checkpoint's recipe; ``steps`` sets both runs' length instead (for tests).
     The fine-tuning sections take longest: ``qa`` and ``sft`` train three
-    and two models on thousands of questions (several minutes each).
+    and two models on thousands of questions (several minutes each), ``chat``
+    a reward model, RLHF and DPO from the shipped ``chat-sft`` (about five).
     """
     unknown = [section for section in sections if section not in SECTIONS]
     if unknown or not sections:
@@ -190,5 +194,6 @@ def run_bench(n_stories: int = 60_000, steps: int | None = None, throughput_step
         "finetune": lambda: {**finetune_table(n_labels), "prompt_full": prompt_full(n_labels)},
         "qa": lambda: qa_table(qa_labels),
         "sft": lambda: sft_table(sft_examples),
+        "chat": lambda: chat_table(chat_comparisons),
     }
     return {section: measure[section]() for section in SECTIONS if section in sections}

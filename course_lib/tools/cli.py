@@ -57,20 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse to grade unless bubblewrap isolates every learner's kernel")
     grade.set_defaults(run=_run_grade)
 
-    pretrain = commands.add_parser("pretrain", help="train a shipped checkpoint again (tiny-bert or tiny-gpt)")
-    pretrain.add_argument("name", choices=["tiny-bert", "tiny-gpt"])
+    pretrain = commands.add_parser("pretrain", help="train a shipped checkpoint again (tiny-bert, tiny-gpt, "
+                                   "or notebook 10's chat-sft and chat-reward, made from tiny-gpt)")
+    pretrain.add_argument("name", choices=["tiny-bert", "tiny-gpt", "chat-sft", "chat-reward"])
     pretrain.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped recipe)")
     pretrain.set_defaults(run=_run_pretrain)
 
     bench = commands.add_parser("bench", help="measure speed and quality on this machine")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument("--only", nargs="+", metavar="SECTION", help="measure only these sections "
+                       "(gpt, bert, generation, finetune, qa, sft, chat); all of them by default")
     bench.set_defaults(run=_run_bench)
 
     return parser
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from course_lib.lab.pretraining import pretrain
+    if args.name.startswith("chat-"):
+        from course_lib.lab.chat import remake_checkpoint as pretrain
+    else:
+        from course_lib.lab.pretraining import pretrain
 
     pretrained = pretrain(args.name, steps=args.steps)
     print(f"saved {pretrained.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in pretrained.metrics.items()))
@@ -80,9 +86,14 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     import json
 
-    from course_lib.tools.bench import run_bench
+    from course_lib.tools.bench import SECTIONS, run_bench
 
-    results = run_bench()
+    unknown = sorted(set(args.only or ()) - set(SECTIONS))
+    if unknown:
+        print(f"course bench: --only takes sections from {', '.join(SECTIONS)}; got {', '.join(unknown)}",
+              file=sys.stderr)
+        return 2
+    results = run_bench(sections=args.only or SECTIONS)
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:

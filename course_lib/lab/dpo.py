@@ -1,0 +1,94 @@
+"""DPO: learn the preferences directly, with no reward model and no sampling loop (notebook 10).
+
+Direct Preference Optimization (Rafailov et al., 2023) starts from the
+answer to RLHF's own problem: the policy that maximises reward − β·KL to
+π_ref is π_ref reweighted by exp(reward / β). Read backwards, any policy
+defines a reward, β · log(π(y | x) / π_ref(y | x)) plus a term that cancels
+in a comparison, and the Bradley–Terry loss can train the policy on the
+comparisons directly (``alignment.dpo_loss``). The same pairs as the
+reward model; the reference's log-probabilities are computed once; then it
+is supervised training, like fine-tuning: no answers are sampled.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from course_lib.alignment import dpo_loss
+from course_lib.lab.chat_data import Comparison, answer_log_probs
+from course_lib.lab.instruction import SFTBatch
+from course_lib.lab.reward_model import encode_pairs
+from course_lib.models import GPT
+from course_lib.tokenizer import Tokenizer
+from course_lib.training import History, TrainConfig, random_batches, train
+from course_lib.utils import check_positive_int, evaluating
+
+
+@dataclass(frozen=True)
+class DPORecipe:
+    """How the policy learns from the comparisons: ``epochs`` passes (at least ``min_steps``), DPO's ``beta``."""
+
+    epochs: int = 2
+    min_steps: int = 100
+    batch_size: int = 32
+    lr: float = 1e-4
+    beta: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "min_steps", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        if not self.lr > 0 or not self.beta > 0:
+            raise ValueError(f"lr and beta must be positive, got lr={self.lr!r}, beta={self.beta!r}")
+
+    def train_config(self, n_pairs: int) -> TrainConfig:
+        batch_size = min(self.batch_size, n_pairs)
+        steps = max(self.min_steps, self.epochs * n_pairs // batch_size)
+        return TrainConfig(steps=steps, batch_size=batch_size, lr=self.lr, warmup_steps=steps // 10,
+                           eval_every=steps, seed=self.seed)
+
+
+DPO_RECIPE = DPORecipe()
+
+
+def _cut(ids, mask, answer_mask) -> SFTBatch:
+    length = int(mask.sum(dim=1).max())
+    return SFTBatch(ids[:, :length], mask[:, :length], answer_mask[:, :length])
+
+
+def reference_log_probs(reference: GPT, pairs: tuple[torch.Tensor, ...], batch_size: int = 512
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) and (N,): the reference's log-probabilities of the chosen and of the rejected answers, once."""
+    chosen, rejected = [], []
+    with evaluating(reference):
+        for start in range(0, len(pairs[0]), batch_size):
+            rows = [tensor[start:start + batch_size] for tensor in pairs]
+            chosen.append(answer_log_probs(reference, _cut(*rows[:3])))
+            rejected.append(answer_log_probs(reference, _cut(*rows[3:])))
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def dpo(start: GPT, tokenizer: Tokenizer, comparisons: Sequence[Comparison], recipe: DPORecipe = DPO_RECIPE,
+        progress: bool = False) -> tuple[GPT, History]:
+    """A copy of ``start`` trained on ``comparisons`` with the DPO loss, ``start`` the frozen reference.
+
+    Returns the policy (eval mode) and the training history.
+    """
+    if not comparisons:
+        raise ValueError("comparisons must not be empty")
+    pairs = encode_pairs(comparisons, tokenizer, start.config.max_len)
+    reference_chosen, reference_rejected = reference_log_probs(start, pairs)
+    policy = copy.deepcopy(start)
+
+    def loss(model: GPT, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return dpo_loss(answer_log_probs(model, _cut(*batch[0:3])), answer_log_probs(model, _cut(*batch[3:6])),
+                        batch[6], batch[7], recipe.beta)
+
+    config = recipe.train_config(len(comparisons))
+    batches = random_batches((*pairs, reference_chosen, reference_rejected), config.batch_size,
+                             torch.Generator().manual_seed(recipe.seed))
+    history = train(policy, batches, loss, config, progress=progress)
+    return policy.eval(), history

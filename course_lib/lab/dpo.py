@@ -20,35 +20,24 @@ import torch
 from course_lib.alignment import dpo_loss
 from course_lib.lab.chat_data import Comparison, answer_log_probs
 from course_lib.lab.instruction import SFTBatch
-from course_lib.lab.reward_model import encode_pairs
+from course_lib.lab.reward_model import RewardRecipe, encode_pairs
 from course_lib.models import GPT
 from course_lib.tokenizer import Tokenizer
-from course_lib.training import History, TrainConfig, random_batches, train
-from course_lib.utils import check_positive_int, evaluating
+from course_lib.training import History, random_batches, train
+from course_lib.utils import evaluating
 
 
 @dataclass(frozen=True)
-class DPORecipe:
-    """How the policy learns from the comparisons: ``epochs`` passes (at least ``min_steps``), DPO's ``beta``."""
+class DPORecipe(RewardRecipe):
+    """How the policy learns from the comparisons: the reward model's passes over the same pairs, and DPO's ``beta``."""
 
-    epochs: int = 2
-    min_steps: int = 100
-    batch_size: int = 32
     lr: float = 1e-4
     beta: float = 0.1
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "min_steps", "batch_size"):
-            check_positive_int(name, getattr(self, name))
-        if not self.lr > 0 or not self.beta > 0:
-            raise ValueError(f"lr and beta must be positive, got lr={self.lr!r}, beta={self.beta!r}")
-
-    def train_config(self, n_pairs: int) -> TrainConfig:
-        batch_size = min(self.batch_size, n_pairs)
-        steps = max(self.min_steps, self.epochs * n_pairs // batch_size)
-        return TrainConfig(steps=steps, batch_size=batch_size, lr=self.lr, warmup_steps=steps // 10,
-                           eval_every=steps, seed=self.seed)
+        super().__post_init__()
+        if not self.beta > 0:
+            raise ValueError(f"beta must be positive, got {self.beta!r}")
 
 
 DPO_RECIPE = DPORecipe()

@@ -49,7 +49,7 @@ def test_plot_sweep_draws_one_line_and_band_per_method():
 
 def test_the_shipped_results_hold_three_seeds_of_every_run_the_notebook_shows():
     results = load_results(RESULTS_PATH)
-    for sweep in ("prompting", "qa", "sft"):
+    for sweep in ("prompting", "transfer", "qa", "sft"):
         seeds: dict[tuple[str, int], set[int]] = {}
         for run in results[sweep]["runs"]:
             seeds.setdefault((run["method"], run["n"]), set()).add(run["seed"])

@@ -1,11 +1,12 @@
-"""The sweeps of notebook 09, too long for a notebook: several label counts, three seeds, three ways of asking.
+"""The sweeps of notebooks 08 and 09, too long for a notebook: several label counts, three seeds each.
 
 Notebook 09 runs one setting of each experiment live and plots the rest from
-``results/09_asking.json``, which this module writes. To recompute it (about
+``results/09_asking.json``, which this module writes; notebook 08 plots its
+data-efficiency curve from the same file (sweep ``transfer``). To recompute it (about
 two hours on a 2-core CPU)::
 
     python -m course_lib.lab.asking_sweeps                  # every sweep
-    python -m course_lib.lab.asking_sweeps prompting        # some of them: prompting, qa, sft, held_out
+    python -m course_lib.lab.asking_sweeps prompting        # some of them: prompting, transfer, qa, sft, held_out
     python -m course_lib.lab.asking_sweeps qa=256,1024 sft  # qa at two of its sizes only, then sft
 
 Each run is recorded as soon as it ends, and a run already recorded is not
@@ -36,6 +37,7 @@ SEEDS = (0, 1, 2)
 PROMPT_SIZES = (32, 128, 256, 512)
 QA_SIZES = (256, 1024, 4096)
 SFT_SIZES = (256, 1024, 4096)
+TRANSFER_METHODS = ("pretrained_full", "pretrained_frozen", "scratch")
 HELD_OUT_KIND = "where_to"
 HELD_OUT_SIZE = 4096
 
@@ -109,6 +111,17 @@ def sweep_prompting(sizes: tuple[int, ...] = PROMPT_SIZES, path: Path = RESULTS_
                     lambda: finetune("pretrained_full", labeled, data.test, FinetuneRecipe(), seed).test_accuracy)
 
 
+def sweep_transfer(sizes: tuple[int, ...] = PROMPT_SIZES, path: Path = RESULTS_PATH) -> None:
+    """Notebook 08's data-efficiency curve with three seeds: each method of ``finetuning.METHODS``'s BERT rows."""
+    data = CoherenceData.build()
+    for n in sizes:
+        for seed in SEEDS:
+            labeled = data.labeled_set(n)
+            for method in TRANSFER_METHODS:
+                _record(path, "transfer", "test_accuracy", method, n, seed,
+                        lambda: finetune(method, labeled, data.test, FinetuneRecipe(), seed).test_accuracy)
+
+
 def sweep_qa(sizes: tuple[int, ...] = QA_SIZES, path: Path = RESULTS_PATH) -> None:
     """Extractive question answering: exact match of each method at ``sizes`` labeled questions."""
     data = QuestionData.build()
@@ -144,7 +157,8 @@ def sweep_held_out(sizes: tuple[int, ...] = (HELD_OUT_SIZE,), path: Path = RESUL
             _record(path, "held_out", "answer_accuracy", f"without_{HELD_OUT_KIND}", n, seed, lambda: measure(n, seed))
 
 
-SWEEPS = {"prompting": sweep_prompting, "qa": sweep_qa, "sft": sweep_sft, "held_out": sweep_held_out}
+SWEEPS = {"prompting": sweep_prompting, "transfer": sweep_transfer, "qa": sweep_qa, "sft": sweep_sft,
+          "held_out": sweep_held_out}
 
 
 def main(argv: list[str]) -> int:

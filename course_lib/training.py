@@ -102,6 +102,23 @@ def random_batches(tensors: Sequence[torch.Tensor], batch_size: int, generator: 
             yield tuple(t[rows] for t in tensors)
 
 
+def trim_padding(batch: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``batch`` with its (B, T) tensors cut to the longest row of the (B, T) ``attention_mask``.
+
+    The columns after the longest row hold padding only, and skipping them
+    saves their compute. Every tensor of two or more dimensions is cut (they
+    are all (B, T) in the course's batches); (B,) tensors such as labels pass as they are.
+    """
+    length = int(attention_mask.sum(dim=1).max())
+    return tuple(tensor[:, :length] if tensor.dim() >= 2 else tensor for tensor in batch)
+
+
+def trimmed_batches(batches: Iterator[tuple], mask_index: int = 1) -> Iterator[tuple]:
+    """Every batch of ``batches`` through ``trim_padding``, its attention mask at ``mask_index``."""
+    for batch in batches:
+        yield trim_padding(batch, batch[mask_index])
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: decaying biases, norms and embeddings' scale helps nothing."""
     decay, no_decay = [], []

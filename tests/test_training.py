@@ -4,7 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.models import GPT, TransformerConfig
-from course_lib.training import TrainConfig, learning_rate, random_batches, resolve_device, train
+from course_lib.training import (
+    TrainConfig, learning_rate, random_batches, resolve_device, train, trim_padding, trimmed_batches,
+)
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -118,3 +120,14 @@ def test_a_device_that_is_not_there_is_a_clear_error():
     missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, on any machine
     with pytest.raises(ValueError, match=f"^device='{missing}' was asked for, but this machine has"):
         resolve_device(missing)
+
+
+def test_trim_padding_cuts_every_row_to_the_longest_real_one_and_keeps_labels():
+    ids = torch.arange(12).reshape(2, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    labels = torch.tensor([0, 1])
+    trimmed_ids, trimmed_mask, same_labels = trim_padding((ids, mask, labels), mask)
+    assert torch.equal(trimmed_ids, ids[:, :4]) and torch.equal(trimmed_mask, mask[:, :4])
+    assert torch.equal(same_labels, labels)
+    batches = trimmed_batches(iter([(ids, mask, labels)]))
+    assert next(batches)[0].shape == (2, 4)

@@ -24,12 +24,12 @@ from torch import nn
 from course_lib.hub import CHECKPOINT_DIR, Pretrained, load_pretrained
 from course_lib.lab.chat_data import CHAT_WORDS, RUDE_SHARE, chat_questions, encode_answers, flawed_answers, \
     judge_model
-from course_lib.lab.instruction import _cut_padding, answer_only_loss
+from course_lib.lab.instruction import answer_only_loss
 from course_lib.lab.questions import Question, QuestionData
 from course_lib.lab.vocabulary import add_words
 from course_lib.models import GPT, TransformerConfig
 from course_lib.tokenizer import SPECIAL_TOKENS, Tokenizer
-from course_lib.training import History, TrainConfig, random_batches, train
+from course_lib.training import History, TrainConfig, random_batches, train, trimmed_batches
 from course_lib.utils import check_positive_int
 
 CHAT_CHECKPOINTS = ("chat-sft", "chat-reward")
@@ -86,7 +86,7 @@ def finetune_flawed(questions: Sequence[Question], recipe: SFTRecipe = CHAT_SFT_
     config = recipe.train_config()
     batches = random_batches((examples.input_ids, examples.attention_mask, examples.answer_mask), config.batch_size,
                              torch.Generator().manual_seed(recipe.seed))
-    history = train(model, _cut_padding(batches), answer_only_loss, config, progress=progress)
+    history = train(model, trimmed_batches(batches), answer_only_loss, config, progress=progress)
     return model.eval(), tokenizer, history
 
 

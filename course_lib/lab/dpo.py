@@ -23,7 +23,7 @@ from course_lib.lab.instruction import SFTBatch
 from course_lib.lab.reward_model import RewardRecipe, encode_pairs
 from course_lib.models import GPT
 from course_lib.tokenizer import Tokenizer
-from course_lib.training import History, random_batches, train
+from course_lib.training import History, random_batches, train, trim_padding
 from course_lib.utils import evaluating
 
 
@@ -43,9 +43,9 @@ class DPORecipe(RewardRecipe):
 DPO_RECIPE = DPORecipe()
 
 
-def _cut(ids, mask, answer_mask) -> SFTBatch:
-    length = int(mask.sum(dim=1).max())
-    return SFTBatch(ids[:, :length], mask[:, :length], answer_mask[:, :length])
+def _answers(ids, mask, answer_mask) -> SFTBatch:
+    """One side of the pairs, (ids, mask, answer_mask), cut to its longest row."""
+    return SFTBatch(*trim_padding((ids, mask, answer_mask), mask))
 
 
 def reference_log_probs(reference: GPT, pairs: tuple[torch.Tensor, ...], batch_size: int = 512
@@ -55,8 +55,8 @@ def reference_log_probs(reference: GPT, pairs: tuple[torch.Tensor, ...], batch_s
     with evaluating(reference):
         for start in range(0, len(pairs[0]), batch_size):
             rows = [tensor[start:start + batch_size] for tensor in pairs]
-            chosen.append(answer_log_probs(reference, _cut(*rows[:3])))
-            rejected.append(answer_log_probs(reference, _cut(*rows[3:])))
+            chosen.append(answer_log_probs(reference, _answers(*rows[:3])))
+            rejected.append(answer_log_probs(reference, _answers(*rows[3:])))
     return torch.cat(chosen), torch.cat(rejected)
 
 
@@ -73,7 +73,7 @@ def dpo(start: GPT, tokenizer: Tokenizer, comparisons: Sequence[Comparison], rec
     policy = copy.deepcopy(start)
 
     def loss(model: GPT, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return dpo_loss(answer_log_probs(model, _cut(*batch[0:3])), answer_log_probs(model, _cut(*batch[3:6])),
+        return dpo_loss(answer_log_probs(model, _answers(*batch[0:3])), answer_log_probs(model, _answers(*batch[3:6])),
                         batch[6], batch[7], recipe.beta)
 
     config = recipe.train_config(len(comparisons))

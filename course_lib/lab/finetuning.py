@@ -36,7 +36,7 @@ from course_lib.objectives import (
     gpt_finetune_loss, gpt_token_losses, masked_one_at_a_time_log_probs, next_token_targets,
 )
 from course_lib.tokenizer import Tokenizer
-from course_lib.training import History, TrainConfig, random_batches, train
+from course_lib.training import History, TrainConfig, random_batches, train, trimmed_batches
 from course_lib.utils import check_positive_int, evaluating
 
 METHODS = ("pretrained_full", "pretrained_frozen", "scratch", "gpt_task_only", "gpt_task_plus_lm")
@@ -282,13 +282,6 @@ def gpt_classification_loss(lm_weight: float):
     return loss
 
 
-def _cut_padding(batches):
-    """Batches cut to their longest story: the columns after it hold padding only."""
-    for ids, mask, labels in batches:
-        length = int(mask.sum(dim=1).max())
-        yield ids[:, :length], mask[:, :length], labels
-
-
 def accuracy(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 512) -> float:
     """Share of stories (N,) whose predicted class is the label; ids and mask are (N, T)."""
@@ -374,7 +367,7 @@ def finetune(method: str, train_examples: Sequence[LabeledStory], test_examples:
     max_len = (model.gpt if style == "gpt" else model.bert).config.max_len
     train_tensors = encode_examples(train_examples, tokenizer, style, max_len)
     config = recipe.train_config(len(train_examples), seed)
-    batches = _cut_padding(random_batches(train_tensors, config.batch_size, torch.Generator().manual_seed(seed)))
+    batches = trimmed_batches(random_batches(train_tensors, config.batch_size, torch.Generator().manual_seed(seed)))
     loss_fn = gpt_classification_loss(recipe.lm_weight if method == "gpt_task_plus_lm" else 0.0) \
         if style == "gpt" else classification_loss
     history = train(model, batches, loss_fn, config, progress=progress)

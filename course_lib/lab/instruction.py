@@ -33,7 +33,7 @@ from course_lib.lab.vocabulary import add_words
 from course_lib.models import GPT
 from course_lib.objectives import IGNORE_INDEX, next_token_loss, next_token_targets
 from course_lib.tokenizer import BOS, EOS, Tokenizer
-from course_lib.training import History, random_batches, train
+from course_lib.training import History, random_batches, train, trimmed_batches
 from course_lib.utils import check_positive_int, evaluating
 
 METHODS = ("pretrained", "scratch")
@@ -149,13 +149,6 @@ def make_writer(method: str, seed: int = 0, directory: Path = CHECKPOINT_DIR) ->
     return model, tokenizer
 
 
-def _cut_padding(batches):
-    """Batches cut to their longest text: the columns after it hold padding only."""
-    for ids, mask, answer_mask in batches:
-        length = int(mask.sum(dim=1).max())
-        yield ids[:, :length], mask[:, :length], answer_mask[:, :length]
-
-
 @dataclass
 class SFTResult:
     """One fine-tuning run: accuracy on the held-out questions, the history, the fine-tuned model."""
@@ -179,7 +172,7 @@ def finetune_writer(method: str, train_questions: Sequence[Question], test_quest
     config = recipe.train_config(len(train_questions), seed)
     batches = random_batches((examples.input_ids, examples.attention_mask, examples.answer_mask), config.batch_size,
                              torch.Generator().manual_seed(seed))
-    history = train(model, _cut_padding(batches), answer_only_loss, config, progress=progress)
+    history = train(model, trimmed_batches(batches), answer_only_loss, config, progress=progress)
     accuracy = answer_accuracy(model, tokenizer, test_questions)
     return SFTResult(method, len(train_questions), accuracy, history, model, tokenizer)
 

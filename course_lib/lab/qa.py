@@ -44,7 +44,7 @@ from course_lib.lab.questions import QUESTION_WORDS, Question, QuestionData
 from course_lib.lab.vocabulary import add_words
 from course_lib.models import BERT, ClassificationHead
 from course_lib.tokenizer import CLS, SEP, Tokenizer
-from course_lib.training import History, random_batches, train
+from course_lib.training import History, random_batches, train, trimmed_batches
 from course_lib.utils import check_positive_int, evaluating
 
 METHODS = ("pretrained_full", "pretrained_frozen", "scratch")
@@ -208,13 +208,6 @@ def make_qa_model(method: str, seed: int = 0, directory: Path = CHECKPOINT_DIR) 
     return SpanQA(body, freeze_body=method == "pretrained_frozen"), tokenizer
 
 
-def _cut_padding(batches):
-    """Batches cut to their longest input: the columns after it hold padding only."""
-    for ids, mask, segments, story_mask, start, end in batches:
-        length = int(mask.sum(dim=1).max())
-        yield ids[:, :length], mask[:, :length], segments[:, :length], story_mask[:, :length], start, end
-
-
 def evaluate_qa(model: SpanQA, tokenizer: Tokenizer, questions: Sequence[Question],
                 max_answer_len: int | None = MAX_ANSWER_LEN) -> dict[str, float]:
     """Exact match and token F1 of ``model``'s answers to ``questions``."""
@@ -252,7 +245,7 @@ def finetune_qa(method: str, train_questions: Sequence[Question], test_questions
     model, tokenizer = make_qa_model(method, seed, directory)
     labeled = encode_questions(train_questions, tokenizer, model.bert.config.max_len)
     config = recipe.train_config(len(train_questions), seed)
-    batches = _cut_padding(random_batches(labeled.tensors(), config.batch_size, torch.Generator().manual_seed(seed)))
+    batches = trimmed_batches(random_batches(labeled.tensors(), config.batch_size, torch.Generator().manual_seed(seed)))
     history = train(model, batches, span_loss, config, progress=progress)
     scores = evaluate_qa(model, tokenizer, test_questions)
     return QAResult(method, len(train_questions), scores["exact_match"], scores["f1"], history, model, tokenizer)

@@ -30,7 +30,7 @@ from course_lib.lab.chat_sft import load_chat_checkpoint, save_chat_checkpoint
 from course_lib.lab.questions import Question
 from course_lib.models import GPT, TransformerConfig
 from course_lib.tokenizer import Tokenizer
-from course_lib.training import History, TrainConfig, random_batches, train
+from course_lib.training import History, TrainConfig, random_batches, train, trim_padding
 from course_lib.utils import check_positive_int, evaluating
 
 
@@ -99,14 +99,10 @@ def encode_pairs(comparisons: Sequence[Comparison], tokenizer: Tokenizer, max_le
             rejected.input_ids, rejected.attention_mask, rejected.answer_mask)
 
 
-def _cut(ids, mask, answer_mask):
-    length = int(mask.sum(dim=1).max())
-    return ids[:, :length], mask[:, :length], answer_mask[:, :length]
-
-
 def bradley_terry_loss(model: RewardModel, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """−log σ(r_chosen − r_rejected), averaged over a batch of ``encode_pairs`` rows."""
-    return preference_loss(model(*_cut(*batch[:3])), model(*_cut(*batch[3:])))
+    chosen, rejected = batch[:3], batch[3:]  # (ids, mask, answer_mask) of each side
+    return preference_loss(model(*trim_padding(chosen, chosen[1])), model(*trim_padding(rejected, rejected[1])))
 
 
 def train_reward_model(start: GPT, tokenizer: Tokenizer, comparisons: Sequence[Comparison],

@@ -57,7 +57,8 @@ def grow_embeddings(model: BERT | GPT, vocab_size: int, seed: int = 0) -> None:
     """
     if not isinstance(model, (BERT, GPT)):
         raise TypeError(f"model must be a course_lib.models.BERT or GPT, got {type(model).__name__}")
-    trainable = model.body.token_embedding.weight.requires_grad       # a frozen model stays frozen, a trainable one trainable
+    # A frozen model stays frozen and a trainable one trainable: ``old`` below is detached, it cannot tell.
+    trainable = model.body.token_embedding.weight.requires_grad
     old = model.body.token_embedding.weight.detach()                   # (V_old, d_model)
     n_old, d_model = old.shape
     if not isinstance(vocab_size, int) or vocab_size < n_old:

@@ -30,16 +30,24 @@ LAB_ARGS := --ServerApp.root_dir=. notebooks/00_welcome.ipynb
 lab: install
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+# Tests and notebooks run in one pytest session, spread over one worker per
+# core (pytest-xdist); all tests of a file, and all cells of a notebook, stay
+# on one worker and in order. Each worker, and each kernel it starts, runs
+# torch on one thread: one process with every thread left cores idle while it
+# waited for kernels and browsers, and more threads than cores make torch's
+# threads spin against each other. The numbers nbval compares do not depend
+# on the thread count.
 # The exercise notebooks are run once, by tests/test_exercises.py, which also
 # checks that every check cell reports "not implemented yet".
+PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --nbval-lax notebooks solutions
+	$(PARALLEL) --nbval-lax tests notebooks solutions
 
 # The quick loop while you work: the package's tests without notebooks,
 # kernels, browsers or long training runs (under 2 minutes).
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(PARALLEL) -m "not slow" tests
 
 exercises: install
 	$(BIN)/course exercises build

@@ -91,6 +91,24 @@ def test_word_losses_by_kind_and_by_position(models, tokenizer, stories):
         losses.by_kind(["nonsense"])
 
 
+def test_word_losses_carry_the_story_worlds_exact_losses(models, tokenizer, stories):
+    gpt, bert = models
+    world = default_world()
+    losses = compare_word_losses(gpt, tokenizer, bert, tokenizer, stories[:3], world)
+    first = losses.story == 0
+    next_word = world.next_word_log_probs(stories[0])
+    assert losses.exact_next[first].tolist() == pytest.approx([-lp for lp in next_word[:-1]], abs=1e-6)
+    assert losses.exact_masked[first].tolist() == pytest.approx(
+        [-lp for lp in world.masked_word_log_probs(stories[0])], abs=1e-6)
+    persons = torch.tensor([k == "person" for k in losses.kinds])
+    row = losses.by_kind()["person"]
+    assert row["exact_next"] == pytest.approx(math.log(16))  # a name from the left: 16 equally likely
+    assert row["exact_masked"] <= row["exact_next"]
+    assert row == losses.mean_losses(persons)
+    with pytest.raises(ValueError, match="selects no word"):
+        losses.mean_losses(torch.zeros(len(losses.words), dtype=torch.bool))
+
+
 def test_story_log_probs_follow_the_chain_rule(models, tokenizer, stories):
     gpt, _ = models
     log_probs = story_log_probs(gpt, tokenizer, [s.tokens for s in stories[:3]])

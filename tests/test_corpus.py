@@ -76,6 +76,40 @@ def test_entropy_floor_counts_the_end_token(small_world):
         entropy_floor([])
 
 
+def test_exact_next_word_and_masked_word_probabilities_equal_enumeration(small_world):
+    # Every story listed, with its probability added to each prefix it starts with
+    # and to each of its copies with one word blanked out (the length kept).
+    stories = list(small_world.enumerate())
+    starting_with, blanked = Counter(), Counter()
+    for s in stories:
+        p = math.exp(s.log_prob)
+        for j in range(len(s.tokens) + 1):
+            starting_with[s.tokens[:j]] += p
+        for j in range(len(s.tokens)):
+            blanked[s.tokens[:j] + (None,) + s.tokens[j + 1:]] += p
+    for story in stories[::101]:
+        next_word = small_world.next_word_log_probs(story)
+        masked = small_world.masked_word_log_probs(story)
+        tokens, p = story.tokens, math.exp(story.log_prob)
+        assert len(next_word) == len(tokens) + 1 and len(masked) == len(tokens)
+        assert math.fsum(next_word) == pytest.approx(story.log_prob, abs=1e-12)  # the chain rule
+        for i in range(len(tokens)):
+            expected_next = starting_with[tokens[:i + 1]] / starting_with[tokens[:i]]
+            expected_masked = p / blanked[tokens[:i] + (None,) + tokens[i + 1:]]
+            assert math.exp(next_word[i]) == pytest.approx(expected_next, rel=1e-9)
+            assert math.exp(masked[i]) == pytest.approx(expected_masked, rel=1e-9)
+        # The end: this story's share among the stories that start with all of it.
+        assert math.exp(next_word[-1]) == pytest.approx(p / starting_with[tokens], rel=1e-9)
+
+
+def test_exact_conditionals_reject_a_story_from_another_world(small_world, world):
+    story = world.sample(1, seed=0)[0]
+    with pytest.raises(ValueError, match="not one this world can write"):
+        small_world.next_word_log_probs(story)
+    with pytest.raises(ValueError, match="not one this world can write"):
+        small_world.masked_word_log_probs(story)
+
+
 def test_same_seed_same_stories_other_seed_other_stories(world):
     assert [s.text for s in world.sample(200, seed=3)] == [s.text for s in world.sample(200, seed=3)]
     assert [s.text for s in world.sample(200, seed=3)] != [s.text for s in world.sample(200, seed=4)]

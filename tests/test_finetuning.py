@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from course_lib.lab.finetuning import (
     METHODS, TABLE_KEYS, BertClassifier, CoherenceData, FinetuneRecipe, GPTClassifier, accuracy, accuracy_by_corruption,
     bert_surprise, encode_examples, gpt_surprise,
-    finetune, finetune_table, gpt_classification_loss, make_classifier, results_table,
+    finetune, finetune_table, gpt_classification_loss, layer_features, layer_probe_predictions, make_classifier,
+    results_table,
 )
 from course_lib.hub import load_pretrained, save_pretrained
 from course_lib.models import BERT, GPT, TransformerConfig
@@ -230,3 +231,40 @@ def test_held_out_sets_are_balanced(data):
     for examples in (data.validation, data.test):
         labels = [e.label for e in examples]
         assert labels.count(0) == labels.count(1) > 0
+
+
+def test_layer_features_read_every_layer_and_ignore_padding(data, tokenizer):
+    config = TransformerConfig(vocab_size=tokenizer.vocab_size, max_len=64, d_model=16, n_heads=2, n_layers=2,
+                               d_ff=32, dropout=0.1)
+    torch.manual_seed(0)
+    bert = BERT(config)  # in training mode: the features must still come without dropout
+    ids, mask, _ = encode_examples(data.test[:10], tokenizer, "bert")
+    mean = layer_features(bert, ids, mask)
+    assert mean.shape == (3, 10, 16)
+    assert bert.training
+    with torch.no_grad():
+        final = BertClassifier(bert, pooling="mean").eval().features(ids, mask)
+    torch.testing.assert_close(mean[-1], final)
+    torch.testing.assert_close(layer_features(bert, ids, mask, batch_size=3), mean)  # batches cut the stories apart
+    maximum = layer_features(bert, ids, mask, pooling="max")
+    padded = ids.masked_fill(~mask.bool(), tokenizer.mask_id)  # other tokens in the padding change nothing
+    torch.testing.assert_close(layer_features(bert, padded, mask, pooling="max"), maximum)
+    assert not torch.allclose(mean[0], mean[1])
+    assert not bert.body.blocks[0]._forward_hooks  # the hooks are gone
+    with pytest.raises(ValueError, match="pooling"):
+        layer_features(bert, ids, mask, pooling="cls")
+
+
+def test_a_layer_probe_finds_the_layer_that_holds_the_answer():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    noise = torch.randn(2, 400, 8, generator=generator)
+    informative = noise[1].clone()
+    informative[:, 3] += 3 * (2 * labels - 1)          # layer 1 shows the label in one feature; layer 0 never
+    features = torch.stack([noise[0], informative])     # (2, 400, 8)
+    predictions = layer_probe_predictions(features[:, :200], labels[:200], features[:, 200:], FinetuneRecipe())
+    assert predictions.shape == (2, 200)
+    accuracy_by_layer = (predictions == labels[200:]).float().mean(dim=1)
+    assert accuracy_by_layer[1] > 0.9 and accuracy_by_layer[0] < 0.65
+    with pytest.raises(ValueError, match="same L"):
+        layer_probe_predictions(features, labels, features[:1])

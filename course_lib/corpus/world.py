@@ -353,6 +353,50 @@ class StoryWorld:
             total_tokens += p * (len(first.words) + rest_tokens)
         return total_nll / total_tokens
 
+    # -- exact conditionals, word by word --------------------------------------------------
+
+    def next_word_log_probs(self, story: Story) -> list[float]:
+        """log p(token | every token before it) for each token of ``story``, then for its end.
+
+        The generator's own next-token predictions: at each position, the
+        best any left-to-right model could do. By the chain rule they add up
+        to ``story.log_prob``.
+        """
+        tables = [self._first] + [self._after(story.sentences[:k]) for k in range(1, len(story.sentences) + 1)]
+        written = [sentence.words for sentence in story.sentences] + [(END,)]
+        log_probs = []
+        for table, words in zip(tables, written):
+            if words not in table.by_words:
+                raise ValueError(f"story is not one this world can write: {story.text!r}")
+            # Within a sentence, p(next word | words so far) is the share of the
+            # table's probability held by the rows that also start with it.
+            for j in range(len(words)):
+                log_probs.append(math.log(table.prefix_prob[words[:j + 1]] / table.prefix_prob[words[:j]]))
+        return log_probs
+
+    def masked_word_log_probs(self, story: Story) -> list[float]:
+        """log p(token | every other token of ``story``) for each token, the length known.
+
+        The exact answer to a one-``[MASK]`` question: at each position, the
+        best any model that sees both sides could do. Every word of the
+        vocabulary is tried in the blank; the stories the grammar can write
+        share the probability in proportion to their own.
+        """
+        if self.parse(story.tokens) is None:
+            raise ValueError(f"story is not one this world can write: {story.text!r}")
+        tokens = list(story.tokens)
+        log_probs = []
+        for i, word in enumerate(story.tokens):
+            alternatives = []
+            for candidate in self.vocabulary:
+                tokens[i] = candidate
+                alternatives.append(self.log_prob(tokens))
+            tokens[i] = word
+            largest = max(alternatives)  # at least the story itself, so finite
+            log_total = largest + math.log(sum(math.exp(a - largest) for a in alternatives))
+            log_probs.append(story.log_prob - log_total)
+        return log_probs
+
     # -- vocabularies and the second language ------------------------------------------------
 
     @cached_property
@@ -414,6 +458,16 @@ class _SentenceTable:
             if row.words in self.by_words:
                 raise ValueError(f"two choices write the same sentence: {' '.join(row.words)!r}")
             self.by_words[row.words] = row
+
+    @cached_property
+    def prefix_prob(self) -> dict[tuple[str, ...], float]:
+        """{words: total probability of the rows that start with them}; the empty prefix holds 1."""
+        totals: dict[tuple[str, ...], float] = {}
+        for row in self.rows:
+            p = math.exp(row.log_prob)
+            for j in range(len(row.words) + 1):
+                totals[row.words[:j]] = totals.get(row.words[:j], 0.0) + p
+        return totals
 
     def sample(self, rng: random.Random) -> Sentence:
         index = bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])

@@ -2,7 +2,9 @@
 
 * ``compare_word_losses``: for every word of held-out stories, GPT's loss
   when it predicts the word from the words before it, and BERT's loss when
-  only that word is masked and it sees all the others.
+  only that word is masked and it sees all the others; beside each, the
+  story world's exact loss for the same question (the best any model could
+  do).
 * ``gpt_cloze``: GPT fills in a blank by scoring each candidate's whole
   story; ``bert_cloze`` reads the answer off its masked-LM head;
   ``exact_cloze`` asks the story world itself.
@@ -83,7 +85,10 @@ class WordLosses:
 
     story: (N,) which story the word belongs to; position: (N,) its index in
     the story (0 = the person); words and kinds: the N words and their kinds
-    of word; gpt and bert: (N,) losses in nats.
+    of word; gpt and bert: (N,) losses in nats. exact_next and exact_masked:
+    (N,) the story world's own losses for the two questions,
+    -log p(word | the words before it) and -log p(word | all the others):
+    the lowest loss any model could pay there, word by word.
     """
 
     story: torch.Tensor
@@ -92,34 +97,46 @@ class WordLosses:
     kinds: list[str]
     gpt: torch.Tensor
     bert: torch.Tensor
+    exact_next: torch.Tensor
+    exact_masked: torch.Tensor
+
+    def mean_losses(self, chosen: torch.Tensor) -> dict[str, float]:
+        """{"gpt", "bert", "exact_next", "exact_masked": mean loss, "count": words} over the (N,) bool ``chosen``."""
+        if not chosen.any():
+            raise ValueError("chosen selects no word")
+        means = {name: getattr(self, name)[chosen].mean().item()
+                 for name in ("gpt", "bert", "exact_next", "exact_masked")}
+        return means | {"count": int(chosen.sum())}
 
     def by_kind(self, kinds: Sequence[str] = COMPARED_KINDS) -> dict[str, dict[str, float]]:
-        """{kind: {"gpt": mean loss, "bert": mean loss, "count": words}} for each kind of word."""
+        """{kind: ``mean_losses`` of its words} for each kind of word."""
         table = {}
         for kind in kinds:
             chosen = torch.tensor([k == kind for k in self.kinds])
             if not chosen.any():
                 raise ValueError(f"no word of kind {kind!r} in these stories")
-            table[kind] = {"gpt": self.gpt[chosen].mean().item(), "bert": self.bert[chosen].mean().item(),
-                           "count": int(chosen.sum())}
+            table[kind] = self.mean_losses(chosen)
         return table
 
     def by_position(self, min_count: int = 20) -> dict[int, dict[str, float]]:
-        """{position: {"gpt", "bert", "count"}} for every position held by at least ``min_count`` stories."""
+        """{position: ``mean_losses`` there} for every position held by at least ``min_count`` stories."""
         table = {}
         for position in range(int(self.position.max()) + 1):
             chosen = self.position == position
             if int(chosen.sum()) >= min_count:
-                table[position] = {"gpt": self.gpt[chosen].mean().item(), "bert": self.bert[chosen].mean().item(),
-                                   "count": int(chosen.sum())}
+                table[position] = self.mean_losses(chosen)
         return table
 
 
 def compare_word_losses(gpt: GPT, gpt_tokenizer: Tokenizer, bert: BERT, bert_tokenizer: Tokenizer,
-                        stories: Sequence[Story]) -> WordLosses:
-    """GPT's next-token loss and BERT's one-mask loss at every word of ``stories``."""
+                        stories: Sequence[Story], world: StoryWorld | None = None) -> WordLosses:
+    """GPT's next-token loss and BERT's one-mask loss at every word of ``stories``, and the exact ones."""
+    world = world or default_world()
     gpt_losses = gpt_word_losses(gpt, gpt_tokenizer, stories)
     bert_losses = bert_word_losses(bert, bert_tokenizer, stories)
+    # The end token's prediction is left out here too, as in gpt_word_losses.
+    exact_next = [-torch.tensor(world.next_word_log_probs(s)[:-1]) for s in stories]
+    exact_masked = [-torch.tensor(world.masked_word_log_probs(s)) for s in stories]
     return WordLosses(
         story=torch.tensor([row for row, s in enumerate(stories) for _ in s.tokens]),
         position=torch.tensor([i for s in stories for i in range(len(s.tokens))]),
@@ -127,6 +144,8 @@ def compare_word_losses(gpt: GPT, gpt_tokenizer: Tokenizer, bert: BERT, bert_tok
         kinds=[k for s in stories for k in s.kinds],
         gpt=torch.cat(gpt_losses),
         bert=torch.cat(bert_losses),
+        exact_next=torch.cat(exact_next).float(),
+        exact_masked=torch.cat(exact_masked).float(),
     )
 
 

@@ -17,6 +17,9 @@ Five ways to learn it, all on the same labeled stories and with the same recipe:
 ``gpt_task_only``      pretrained GPT, its last token's features + a head
 ``gpt_task_plus_lm``   the same, trained on task loss + 0.5 x next-token loss
 =====================  =====================================================
+
+``layer_features`` and ``layer_probe_predictions`` ask where the frozen
+body keeps what the task needs: a head trained on each layer's features.
 """
 from __future__ import annotations
 
@@ -374,6 +377,76 @@ def finetune(method: str, train_examples: Sequence[LabeledStory], test_examples:
     model.eval()  # trained: the head's dropout stays off from now on, as in a loaded checkpoint
     test_accuracy = accuracy(model, *encode_examples(test_examples, tokenizer, style, max_len))
     return FinetuneResult(method, len(train_examples), test_accuracy, history, model)
+
+
+# ---------------------------------------------------------------------------
+# Where a frozen body keeps what the task needs: a head on every layer
+# ---------------------------------------------------------------------------
+
+
+def layer_features(bert: BERT, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mean",
+                   batch_size: int = 512) -> torch.Tensor:
+    """One vector per story from every layer of a frozen ``bert``: (n_layers + 1, N, d_model).
+
+    Layer 0 is the embeddings as the first block receives them, layer i the
+    output of block i (the last is what ``bert.encode`` returns). pooling:
+    "mean" averages the vectors of the real tokens, "max" takes each
+    feature's largest value over them.
+    """
+    if not isinstance(bert, BERT):
+        raise TypeError(f"bert must be a course_lib.models.BERT, got {type(bert).__name__}")
+    if pooling not in ("mean", "max"):
+        raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+    layers = (bert.body.embedding_norm, *bert.body.blocks)
+    pooled = []
+    for start in range(0, len(input_ids), batch_size):
+        ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+        outputs: list[torch.Tensor] = []
+        # A forward hook sees each layer's output as it is computed; the hooks go before anything else runs.
+        hooks = [layer.register_forward_hook(lambda _layer, _inputs, output: outputs.append(output))
+                 for layer in layers]
+        try:
+            with evaluating(bert), torch.no_grad():
+                bert.encode(ids, mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        hidden = torch.stack(outputs)                 # (n_layers + 1, B, T, d_model)
+        real = mask.bool()[None, :, :, None]          # (1, B, T, 1): padding must not count
+        if pooling == "mean":
+            pooled.append((hidden * real).sum(dim=2) / real.sum(dim=2))
+        else:
+            pooled.append(hidden.masked_fill(~real, float("-inf")).amax(dim=2))
+    return torch.cat(pooled, dim=1)                   # (n_layers + 1, N, d_model)
+
+
+def _head_loss(head: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    features, labels = batch
+    return F.cross_entropy(head(features), labels)
+
+
+def layer_probe_predictions(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                            recipe: FinetuneRecipe = FinetuneRecipe(), seed: int = 0) -> torch.Tensor:
+    """Train one ``ClassificationHead`` per layer on fixed features; its predicted classes on the test stories.
+
+    train_features (L, N, d) with train_labels (N,); test_features (L, M, d).
+    Returns (L, M). Each head gets the fine-tuning recipe's schedule for N
+    labeled stories; the body is not involved any more, so a layer costs
+    well under a second.
+    """
+    if train_features.dim() != 3 or test_features.dim() != 3 or len(train_features) != len(test_features):
+        raise ValueError(f"train_features and test_features must be (L, N, d) and (L, M, d) with the same L, "
+                         f"got {tuple(train_features.shape)} and {tuple(test_features.shape)}")
+    config = recipe.train_config(train_features.shape[1], seed)
+    predictions = []
+    for layer_train, layer_test in zip(train_features, test_features):
+        torch.manual_seed(seed)
+        head = ClassificationHead(layer_train.shape[-1], N_CLASSES)
+        batches = random_batches((layer_train, train_labels), config.batch_size, torch.Generator().manual_seed(seed))
+        train(head, batches, _head_loss, config, progress=False)
+        with evaluating(head), torch.no_grad():
+            predictions.append(head(layer_test).argmax(dim=-1))
+    return torch.stack(predictions)                   # (L, M)
 
 
 # ---------------------------------------------------------------------------

@@ -36,13 +36,15 @@ lab: install
 # torch on one thread: one process with every thread left cores idle while it
 # waited for kernels and browsers, and more threads than cores make torch's
 # threads spin against each other. The numbers nbval compares do not depend
-# on the thread count.
+# on the thread count. Files go out in the order given, the lesson notebooks
+# (the longest) first, so that no long one is left for the end while the
+# other workers wait.
 # The exercise notebooks are run once, by tests/test_exercises.py, which also
 # checks that every check cell reports "not implemented yet".
-PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
+PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test: install
-	$(PARALLEL) --nbval-lax tests notebooks solutions
+	$(PARALLEL) --nbval-lax notebooks tests solutions
 
 # The quick loop while you work: the package's tests without notebooks,
 # kernels, browsers or long training runs (under 2 minutes).

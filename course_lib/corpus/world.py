@@ -382,7 +382,8 @@ class StoryWorld:
         vocabulary is tried in the blank; the stories the grammar can write
         share the probability in proportion to their own.
         """
-        if self.parse(story.tokens) is None:
+        parsed = self.parse(story.tokens)
+        if parsed is None:
             raise ValueError(f"story is not one this world can write: {story.text!r}")
         tokens = list(story.tokens)
         log_probs = []
@@ -394,7 +395,7 @@ class StoryWorld:
             tokens[i] = word
             largest = max(alternatives)  # at least the story itself, so finite
             log_total = largest + math.log(sum(math.exp(a - largest) for a in alternatives))
-            log_probs.append(story.log_prob - log_total)
+            log_probs.append(parsed.log_prob - log_total)  # this world's probability, whoever made the story
         return log_probs
 
     # -- vocabularies and the second language ------------------------------------------------

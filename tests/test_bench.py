@@ -64,8 +64,15 @@ def test_generation_speed_writes_the_same_tokens_with_and_without_the_cache():
 
 def test_the_fine_tuning_sections_call_their_tables_with_the_bench_sizes(monkeypatch):
     calls = {}
-    for section, table in (("qa", "qa_table"), ("sft", "sft_table"), ("chat", "chat_table")):
-        monkeypatch.setattr(bench, table, lambda size, section=section: calls.setdefault(section, size) and {section: size})
+
+    def stand_in(section):
+        def table(size):
+            calls[section] = size
+            return {section: size}
+        return table
+
+    for section in ("qa", "sft", "chat"):
+        monkeypatch.setattr(bench, f"{section}_table", stand_in(section))
     results = run_bench(qa_labels=11, sft_examples=12, chat_comparisons=13, sections=("qa", "sft", "chat"))
     assert calls == {"qa": 11, "sft": 12, "chat": 13}
     assert results == {"qa": {"qa": 11}, "sft": {"sft": 12}, "chat": {"chat": 13}}

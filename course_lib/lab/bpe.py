@@ -111,7 +111,11 @@ def train_bpe(text: str, n_merges: int) -> BytePairEncoder:
     segmented = {tuple(word) + (END_OF_WORD,): count for word, count in word_counts.items()}
     base = sorted({symbol for symbols in segmented for symbol in symbols})
     n_words = sum(word_counts.values())
-    encoder = BytePairEncoder(base, [], [sum(len(s) * c for s, c in segmented.items()) / n_words])
+
+    def tokens_per_word() -> float:
+        return sum(len(symbols) * count for symbols, count in segmented.items()) / n_words
+
+    encoder = BytePairEncoder(base, [], [tokens_per_word()])
     for _ in range(n_merges):
         pair_counts: Counter[tuple[str, str]] = Counter()
         for symbols, count in segmented.items():
@@ -122,5 +126,5 @@ def train_bpe(text: str, n_merges: int) -> BytePairEncoder:
         (best, _), = pair_counts.most_common(1)
         segmented = {_merge(symbols, best): count for symbols, count in segmented.items()}
         encoder.merges.append(best)
-        encoder.tokens_per_word.append(sum(len(s) * c for s, c in segmented.items()) / n_words)
+        encoder.tokens_per_word.append(tokens_per_word())
     return encoder

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from course_lib.generation import generate
 from course_lib.lab.instruction import (
     SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples, finetune_writer,
-    make_writer, prompt_tokens, sft_table, write_answers,
+    SFT_LEARNING_RATES, make_writer, prompt_tokens, sft_recipe, sft_table, write_answers,
 )
 from course_lib.lab.questions import QuestionData
 
@@ -63,3 +63,15 @@ def test_the_table_has_every_figure(data, checkpoints):
     assert all(0 <= table[key] <= 1 for key in SFT_TABLE_KEYS[1:])
     with pytest.raises(ValueError, match="method must be one of"):
         make_writer("gpt4", directory=checkpoints)
+
+
+def test_each_method_gets_the_rate_chosen_at_the_nearest_size():
+    assert sft_recipe("scratch", 4096).lr == SFT_LEARNING_RATES["scratch"][4096]
+    assert sft_recipe("scratch", 3000).lr == SFT_LEARNING_RATES["scratch"][4096]   # nearer 4,096 than 1,024 in ratio
+    assert sft_recipe("scratch", 1500).lr == SFT_LEARNING_RATES["scratch"][1024]
+    assert sft_recipe("pretrained", 10).lr == SFT_LEARNING_RATES["pretrained"][256]
+    assert sft_recipe("scratch", 4096).lr != sft_recipe("scratch", 1024).lr
+    with pytest.raises(ValueError, match="method must be one of"):
+        sft_recipe("frozen", 256)
+    with pytest.raises(ValueError, match="n_examples"):
+        sft_recipe("pretrained", 0)

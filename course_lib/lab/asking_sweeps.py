@@ -27,7 +27,7 @@ import torch
 from matplotlib.axes import Axes
 
 from course_lib.lab.finetuning import CoherenceData, FinetuneRecipe, finetune
-from course_lib.lab.instruction import SFT_RECIPE, accuracy_by_kind, finetune_writer
+from course_lib.lab.instruction import accuracy_by_kind, finetune_writer, sft_recipe
 from course_lib.lab.prompting import PROMPT_RECIPE, finetune_prompt
 from course_lib.lab.qa import METHODS as QA_METHODS, QA_RECIPE, finetune_qa
 from course_lib.lab.questions import KINDS, QuestionData
@@ -138,8 +138,10 @@ def sweep_sft(sizes: tuple[int, ...] = SFT_SIZES, path: Path = RESULTS_PATH) -> 
     for n in sizes:
         for seed in SEEDS:
             for method in ("pretrained", "scratch"):
+                recipe = sft_recipe(method, n)
                 _record(path, "sft", "answer_accuracy", method, n, seed,
-                        lambda: finetune_writer(method, data.labeled_set(n), data.test, SFT_RECIPE, seed).answer_accuracy)
+                        lambda: (finetune_writer(method, data.labeled_set(n), data.test, recipe, seed).answer_accuracy,
+                                 {"lr": recipe.lr}))
 
 
 def sweep_held_out(sizes: tuple[int, ...] = (HELD_OUT_SIZE,), path: Path = RESULTS_PATH) -> None:
@@ -148,9 +150,11 @@ def sweep_held_out(sizes: tuple[int, ...] = (HELD_OUT_SIZE,), path: Path = RESUL
     seen = tuple(kind for kind in KINDS if kind != HELD_OUT_KIND)
 
     def measure(n: int, seed: int) -> tuple[float, dict]:
-        result = finetune_writer("pretrained", data.labeled_set(n, seen), data.test, SFT_RECIPE, seed)
+        recipe = sft_recipe("pretrained", n)
+        result = finetune_writer("pretrained", data.labeled_set(n, seen), data.test, recipe, seed)
         by_kind = accuracy_by_kind(result.model, result.tokenizer, data.test)
-        return by_kind[HELD_OUT_KIND], {"by_kind": {kind: round(value, 4) for kind, value in by_kind.items()}}
+        return by_kind[HELD_OUT_KIND], {"by_kind": {kind: round(value, 4) for kind, value in by_kind.items()},
+                                        "lr": recipe.lr}
 
     for n in sizes:
         for seed in SEEDS:

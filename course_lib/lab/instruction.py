@@ -187,7 +187,8 @@ def finetune_writer(method: str, train_questions: Sequence[Question], test_quest
     if not train_questions or not test_questions:
         raise ValueError("train_questions and test_questions must not be empty")
     model, tokenizer = make_writer(method, seed, directory)
-    recipe = recipe or sft_recipe(method, len(train_questions))
+    if recipe is None:
+        recipe = sft_recipe(method, len(train_questions))
     examples = encode_examples(train_questions, tokenizer, model.config.max_len)
     config = recipe.train_config(len(train_questions), seed)
     batches = random_batches((examples.input_ids, examples.attention_mask, examples.answer_mask), config.batch_size,

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from course_lib.generation import generate
 from course_lib.lab.instruction import (
-    SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples, finetune_writer,
-    SFT_LEARNING_RATES, make_writer, prompt_tokens, sft_recipe, sft_table, write_answers,
+    SFT_LEARNING_RATES, SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples,
+    finetune_writer, make_writer, prompt_tokens, sft_recipe, sft_table, write_answers,
 )
 from course_lib.lab.questions import QuestionData
 

@@ -354,6 +354,10 @@ def dpo_without_the_minus(pc, pr, rc, rr, beta=0.1):
     return F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
 
 
+def beta_outside_the_log_sigmoid(pc, pr, rc, rr, beta=0.1):
+    return -beta * F.logsigmoid((pc - rc) - (pr - rr)).mean()
+
+
 def mean_margin(pc, pr, rc, rr, beta=0.1):
     return -F.logsigmoid(beta * ((pc - rc) - (pr - rr)).mean())
 
@@ -375,13 +379,14 @@ def mean_margin(pc, pr, rc, rr, beta=0.1):
         (beta_on_the_rejected_only, "only part of the margin"),
         (parentheses_forgotten, "only part of the margin"),
         (divided_by_beta, "divided by beta"),
+        (beta_outside_the_log_sigmoid, "beta multiplies the loss, not the margin"),
         (dpo_summed, "summed over the pairs"),
         (dpo_without_the_minus, "the minus is missing"),
         (mean_margin, "averaged the margins"),
     ],
     ids=["per-pair", "log-of-sigmoid", "no-reference", "reference-added", "references-swapped", "ratio",
          "swapped", "reference-minus-policy", "no-beta", "beta-hard-coded", "beta-chosen-only",
-         "beta-rejected-only", "parentheses", "divided-by-beta", "summed", "no-minus", "mean-margin"],
+         "beta-rejected-only", "parentheses", "divided-by-beta", "beta-outside", "summed", "no-minus", "mean-margin"],
 )
 def test_wrong_dpo_losses_fail_with_their_hint(wrong_dpo, words_of_the_hint):
     assert_fails_with_hint(check_dpo_loss(wrong_dpo), words_of_the_hint)

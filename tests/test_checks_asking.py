@@ -113,6 +113,41 @@ def length_limit_too_strict(start_logits, end_logits, attention_mask=None, max_a
     return flat // T, flat % T
 
 
+def masked_scores(start_logits, end_logits, attention_mask, mask_starts=True, mask_ends=True):
+    if attention_mask is not None:
+        if mask_starts:
+            start_logits = start_logits.masked_fill(~attention_mask, -1e9)
+        if mask_ends:
+            end_logits = end_logits.masked_fill(~attention_mask, -1e9)
+    return start_logits, end_logits
+
+
+def start_strictly_before_end(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+    T = start_logits.shape[1]
+    start_logits, end_logits = masked_scores(start_logits, end_logits, attention_mask)
+    scores = start_logits[:, :, None] + end_logits[:, None, :]
+    allowed = torch.ones(T, T, dtype=torch.bool).triu(1)
+    if max_answer_len is not None:
+        allowed = allowed & ~torch.ones(T, T, dtype=torch.bool).triu(max_answer_len)
+    flat = scores.masked_fill(~allowed, -1e9).flatten(1).argmax(dim=1)
+    return flat // T, flat % T
+
+
+def mask_on_the_starts_only(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+    return span_with_loops(*masked_scores(start_logits, end_logits, attention_mask, mask_ends=False),
+                           None, max_answer_len)
+
+
+def mask_on_the_ends_only(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+    return span_with_loops(*masked_scores(start_logits, end_logits, attention_mask, mask_starts=False),
+                           None, max_answer_len)
+
+
+def start_and_end_swapped(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+    start, end = span_with_triu(start_logits, end_logits, attention_mask, max_answer_len)
+    return end, start
+
+
 def exclusive_end(start_logits, end_logits, attention_mask=None, max_answer_len=None):
     start, end = span_with_triu(start_logits, end_logits, attention_mask, max_answer_len)
     return start, end + 1
@@ -126,9 +161,14 @@ def exclusive_end(start_logits, end_logits, attention_mask=None, max_answer_len=
         (mask_ignored, "attention_mask is False"),
         (length_limit_too_loose, "one token too long"),
         (length_limit_too_strict, "refuses spans of exactly"),
+        (start_strictly_before_end, "answer of one token is refused"),
+        (mask_on_the_starts_only, "one end of the span only"),
+        (mask_on_the_ends_only, "one end of the span only"),
+        (start_and_end_swapped, "(end, start)"),
         (exclusive_end, "one past"),
     ],
-    ids=["independent", "independent-no-mask", "mask-ignored", "limit-too-loose", "limit-too-strict", "exclusive"],
+    ids=["independent", "independent-no-mask", "mask-ignored", "limit-too-loose", "limit-too-strict", "strict-order",
+         "mask-starts-only", "mask-ends-only", "swapped", "exclusive"],
 )
 def test_wrong_best_spans_fail_with_their_hint(wrong_span, words_of_the_hint):
     assert_fails_with_hint(check_best_span(wrong_span), words_of_the_hint)
@@ -217,6 +257,10 @@ def probabilities(mlm_logits, mask_positions, verbalizer_ids):
     return probs[torch.arange(len(probs)), mask_positions][:, verbalizer_ids]
 
 
+def probabilities_of_the_labels(mlm_logits, mask_positions, verbalizer_ids):
+    return verbalizer_with_arange(mlm_logits, mask_positions, verbalizer_ids).softmax(dim=-1)
+
+
 @pytest.mark.parametrize(
     "wrong_verbalizer, words_of_the_hint",
     [
@@ -226,8 +270,10 @@ def probabilities(mlm_logits, mask_positions, verbalizer_ids):
         (log_softmax_over_positions, "over the positions"),
         (axes_swapped, "used as positions"),
         (probabilities, "probabilities, not scores"),
+        (probabilities_of_the_labels, "softmax over the C label words"),
     ],
-    ids=["every-row-every-mask", "cls", "last", "log-softmax-over-positions", "axes-swapped", "probabilities"],
+    ids=["every-row-every-mask", "cls", "last", "log-softmax-over-positions", "axes-swapped", "probabilities",
+         "probabilities-of-the-labels"],
 )
 def test_wrong_verbalizers_fail_with_their_hint(wrong_verbalizer, words_of_the_hint):
     assert_fails_with_hint(check_verbalizer_logits(wrong_verbalizer), words_of_the_hint)

@@ -6,7 +6,7 @@ is in ``framework.py``; each group of exercises has its own module.
 """
 from course_lib.checks.framework import (
     STATUSES, SUMMARY_MIME_TYPE, Case, CaseResult, CheckResult, Mistake, check_function, contains_nan_or_inf,
-    describe_difference, same_output_as,
+    describe_difference, same_output_as, same_output_as_any_of,
 )
 from course_lib.checks.softmax_checks import check_softmax
 from course_lib.checks.attention_checks import (
@@ -29,7 +29,7 @@ from course_lib.checks.finetuning_checks import check_mean_pool, check_trainable
 
 __all__ = [
     "STATUSES", "SUMMARY_MIME_TYPE", "Case", "CaseResult", "CheckResult", "Mistake", "check_function",
-    "contains_nan_or_inf", "describe_difference", "same_output_as",
+    "contains_nan_or_inf", "describe_difference", "same_output_as", "same_output_as_any_of",
     "check_softmax",
     "check_attention_scores", "check_scaled_dot_product_attention", "check_split_heads",
     "check_sinusoidal_positional_encoding",

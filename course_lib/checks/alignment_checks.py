@@ -23,19 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.alignment import dpo_loss, preference_loss, sequence_log_prob
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, contains_nan_or_inf, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, contains_nan_or_inf,
+                                          same_output_as, same_output_as_any_of)
 
 _GENERATOR = torch.Generator().manual_seed(10)
 
 
 def _randn(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=_GENERATOR)
-
-
-def _like_any_of(*wrong_fns: Callable) -> Callable[[Any, Case], bool]:
-    """A ``shows_in`` test: the answer equals what one of ``wrong_fns`` returns (variants of one mistake)."""
-    tests = [same_output_as(wrong_fn) for wrong_fn in wrong_fns]
-    return lambda received, case: any(test(received, case) for test in tests)
 
 
 # ---------------------------------------------------------------------------
@@ -141,13 +136,13 @@ _SEQUENCE_MISTAKES = (
             "True on the tokens that count.", same_output_as(_mask_inverted)),
     Mistake("you averaged the log-probabilities: the log-probability of a sequence is their sum (the chain "
             "rule), so a longer answer has a lower one. Use .sum(dim=1), not .mean or a division.",
-            _like_any_of(_mean_over_the_mask, _mean_over_every_position)),
+            same_output_as_any_of(_mean_over_the_mask, _mean_over_every_position)),
     Mistake("the targets were shifted by one: here they are already aligned with the logits "
             "(logits[:, t] scores targets[:, t]). Do not cut off a position.",
-            _like_any_of(_shifted_again, _shifted_again_mask_of_the_logits)),
+            same_output_as_any_of(_shifted_again, _shifted_again_mask_of_the_logits)),
     Mistake("the log-softmax ran over the wrong dimension: the V tokens of one position compete with each "
             "other, not the positions (dim=1) or the rows (dim=0). Use dim=-1.",
-            _like_any_of(_normalised_over_positions, _normalised_over_the_batch)),
+            same_output_as_any_of(_normalised_over_positions, _normalised_over_the_batch)),
     Mistake("these are losses, -log p, which are positive: a log-probability is at most 0. If you used "
             "F.cross_entropy, negate it.", same_output_as(_negated)),
 )
@@ -293,6 +288,10 @@ def _beta_on_the_policy_only(pc, pr, rc, rr, beta=0.1):
     return _dpo_from_margin((beta * pc - rc) - (beta * pr - rr))
 
 
+def _beta_outside_the_log_sigmoid(pc, pr, rc, rr, beta=0.1):
+    return beta * _dpo_from_margin((pc - rc) - (pr - rr))
+
+
 def _divided_by_beta(pc, pr, rc, rr, beta=0.1):
     return _dpo_from_margin(((pc - rc) - (pr - rr)) / beta)
 
@@ -356,7 +355,10 @@ _DPO_MISTAKES = (
             same_output_as(_beta_fixed_at_its_default)),
     Mistake("beta multiplies only part of the margin: it scales both rewards, each a whole difference "
             "policy minus reference. Mind the parentheses: beta * ((pi_c - ref_c) - (pi_r - ref_r)).",
-            _like_any_of(_beta_on_the_chosen_only, _beta_on_the_rejected_only, _beta_on_the_policy_only)),
+            same_output_as_any_of(_beta_on_the_chosen_only, _beta_on_the_rejected_only, _beta_on_the_policy_only)),
+    Mistake("beta multiplies the loss, not the margin: it belongs inside the sigmoid, "
+            "-log sigmoid(beta * margin). Outside, it only rescales the loss; inside, it decides how far the "
+            "policy may move from the reference.", same_output_as(_beta_outside_the_log_sigmoid)),
     Mistake("you divided by beta: multiply. A small beta must make small rewards, so that the policy "
             "has to move far from the reference before the loss is satisfied.", same_output_as(_divided_by_beta)),
     Mistake("you summed over the pairs: take the mean, so that the loss does not grow with the batch.",

@@ -20,7 +20,8 @@ from typing import Any, Callable
 import torch
 
 from course_lib.answers import best_span, verbalizer_logits
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, describe_difference, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, describe_difference,
+                                          same_output_as, same_output_as_any_of)
 
 _GENERATOR = torch.Generator().manual_seed(9)
 
@@ -73,6 +74,46 @@ def _exclusive_end(start_logits, end_logits, attention_mask=None, max_answer_len
     return start, end + 1
 
 
+def _start_and_end_swapped(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+    start, end = best_span(start_logits, end_logits, attention_mask, max_answer_len)
+    return end, start
+
+
+def _best_pair_where(start_logits, end_logits, valid):
+    """The best (start, end) of each row among the pairs where the (B, T, T) bool ``valid`` is True."""
+    T = start_logits.shape[1]
+    scores = start_logits[:, :, None] + end_logits[:, None, :]              # (B, T, T): row s, column e
+    best = scores.masked_fill(~valid, float("-inf")).flatten(1).argmax(dim=1)
+    return best // T, best % T
+
+
+def _pairs_in_order(T, max_answer_len, shortest):
+    """(T, T) bool: True where a span from s to e is at least ``shortest`` tokens long and within the limit."""
+    starts, ends = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    valid = ends - starts + 1 >= shortest
+    return valid if max_answer_len is None else valid & (ends - starts + 1 <= max_answer_len)
+
+
+def _one_token_answer_refused(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+    """``s < e`` instead of ``s <= e`` (``triu(1)`` instead of ``triu()``): start == end is never chosen."""
+    valid = _pairs_in_order(start_logits.shape[1], max_answer_len, shortest=2)[None]
+    if attention_mask is not None:
+        valid = valid & attention_mask[:, :, None] & attention_mask[:, None, :]
+    return _best_pair_where(start_logits, end_logits, valid)
+
+
+def _mask_on_one_side_only(side):
+    """The mask applied to the starts only (``side=1``) or to the ends only (``side=2``)."""
+
+    def wrong_span(start_logits, end_logits, attention_mask=None, max_answer_len=None):
+        valid = _pairs_in_order(start_logits.shape[1], max_answer_len, shortest=1)[None]
+        if attention_mask is not None:
+            valid = valid & attention_mask.unsqueeze(side)
+        return _best_pair_where(start_logits, end_logits, valid)
+
+    return wrong_span
+
+
 def _logits_with_best_at(B: int, T: int, starts: list[int], ends: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (B, T) scores in [0, 1) with a score of 3 at ``starts[b]`` and ``ends[b]`` of each row."""
     start_logits, end_logits = torch.rand(B, T, generator=_GENERATOR), torch.rand(B, T, generator=_GENERATOR)
@@ -121,11 +162,19 @@ _BEST_SPAN_MISTAKES = (
     Mistake("the answer starts or ends where attention_mask is False: a span is valid only when both of its "
             "positions are allowed. Give the forbidden pairs a score of -inf before taking the best.",
             same_output_as(_mask_ignored)),
+    Mistake("the mask was applied to one end of the span only: a span is valid only when its start and its "
+            "end are both allowed, attention_mask[b, s] and attention_mask[b, e].",
+            same_output_as_any_of(_mask_on_one_side_only(2), _mask_on_one_side_only(1))),
+    Mistake("an answer of one token is refused: a span from s to e (both included) may start and end at the "
+            "same position, so keep the pairs with s <= e (triu(), not triu(1)).",
+            same_output_as(_one_token_answer_refused)),
     Mistake("the length limit lets through spans one token too long: a span from s to e (both included) has "
             "e - s + 1 tokens, and that must be <= max_answer_len.", same_output_as(_one_token_too_long)),
     Mistake("the length limit refuses spans of exactly max_answer_len tokens: a span from s to e (both "
             "included) has e - s + 1 tokens, and e - s + 1 == max_answer_len is allowed.",
             same_output_as(_one_token_too_short)),
+    Mistake("the answer is (end, start): return the start first, then the end.",
+            same_output_as(_start_and_end_swapped)),
     Mistake("end is one past the answer's last token: here end is inclusive, the position of the last "
             "token itself (a one-token answer has start == end).", same_output_as(_exclusive_end)),
 )
@@ -194,6 +243,10 @@ def _probabilities(mlm_logits, mask_positions, verbalizer_ids):
     return verbalizer_logits(mlm_logits.softmax(dim=-1), mask_positions, verbalizer_ids)
 
 
+def _softmax_over_the_labels(mlm_logits, mask_positions, verbalizer_ids):
+    return verbalizer_logits(mlm_logits, mask_positions, verbalizer_ids).softmax(dim=-1)
+
+
 def _axes_swapped(mlm_logits, mask_positions, verbalizer_ids):
     """The word ids used as positions and the mask positions as word ids."""
     return mlm_logits[torch.arange(len(mlm_logits))[:, None], verbalizer_ids[None, :], mask_positions[:, None]]
@@ -232,6 +285,9 @@ _VERBALIZER_MISTAKES = (
     Mistake("these are probabilities, not scores: a softmax over the classes of probabilities is not the "
             "classifier. Return the logits (or log-probabilities) of the label words.",
             _same_classifier_as(_probabilities)),
+    Mistake("these are the classes' probabilities, a softmax over the C label words: return their scores "
+            "(logits or log-probabilities). The classifier's loss, cross-entropy, takes its own softmax; a "
+            "second one would flatten every prediction.", _same_classifier_as(_softmax_over_the_labels)),
 )
 
 

@@ -134,6 +134,12 @@ def same_output_as(wrong_fn: Callable) -> Callable[[Any, Case], bool]:
     return shows_in
 
 
+def same_output_as_any_of(*wrong_fns: Callable) -> Callable[[Any, Case], bool]:
+    """A ``shows_in`` test: the answer equals what one of ``wrong_fns`` returns (variants of one mistake)."""
+    tests = [same_output_as(wrong_fn) for wrong_fn in wrong_fns]
+    return lambda received, case: any(test(received, case) for test in tests)
+
+
 def contains_nan_or_inf(received: Any, case: Case) -> bool:
     """A ``shows_in`` test: the answer is a floating tensor with a NaN or an infinity."""
     return isinstance(received, torch.Tensor) and received.is_floating_point() and not received.isfinite().all()

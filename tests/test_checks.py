@@ -287,7 +287,7 @@ def test_notebook_display_shows_text_html_and_summary():
     data, _ = DisplayFormatter().format(result)
 
     assert data["text/plain"] == result.report()
-    assert "all 9 cases passed" in data["text/html"]
+    assert "all 10 cases passed" in data["text/html"]
     assert data[SUMMARY_MIME_TYPE] == result.summary()
 
 

@@ -51,8 +51,10 @@ def test_correct_attention_scores_pass(attention_scores):
         (lambda q, k: q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2]), "number of positions"),
         (lambda q, k: q @ k.transpose(-2, -1) / math.sqrt(q.shape[-2]), "number of positions"),
         (lambda q, k: k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1]), "scores are transposed"),
+        (lambda q, k: q @ k.transpose(-2, -1) * math.sqrt(q.shape[-1]), "multiplied by sqrt(d_k)"),
+        (lambda q, k: q @ k.transpose(-2, -1) / math.sqrt(q.shape[1]), "used q.shape[1]"),
     ],
-    ids=["no-scaling", "d_k", "sqrt-Tk", "sqrt-Tq", "k-times-q"],
+    ids=["no-scaling", "d_k", "sqrt-Tk", "sqrt-Tq", "k-times-q", "times-sqrt-d_k", "second-dimension"],
 )
 def test_wrong_attention_scores_fail_with_their_hint(wrong_scores, words_of_the_hint):
     assert_fails_with_hint(check_attention_scores(wrong_scores), words_of_the_hint)
@@ -215,11 +217,13 @@ def attention_returning_weights_first(q, k, v, mask=None):
         (attention_ignoring_mask, "mask had no effect"),
         (attention_masking_after_softmax, "rows no longer sum to 1"),
         (attention_returning_weights_first, "return the output first"),
+        (attention_scaled_by(lambda q, k, v: 1 / math.sqrt(q.shape[-1])), "multiplied by sqrt(d_k)"),
+        (attention_scaled_by(lambda q, k, v: math.sqrt(q.shape[1])), "used q.shape[1]"),
     ],
     ids=[
         "no-scaling", "d_k", "sqrt-d_v", "d_v", "sqrt-Tk", "softmax-dim-2", "softmax-dim-1",
         "inverted-mask", "inverted-mask-1e9", "masked-to-zero", "returns-scores", "ignores-mask",
-        "mask-after-softmax", "swapped-return",
+        "mask-after-softmax", "swapped-return", "times-sqrt-d_k", "second-dimension",
     ],
 )
 def test_wrong_attention_fails_with_its_hint(wrong_attention, words_of_the_hint):

@@ -37,22 +37,26 @@ def test_correct_decoder_block_forward_passes(forward):
 
 
 def forward_with(*, causal=True, keys="memory", mask=True, causal_cross=False, order=("self", "cross"),
-                 swap=False, residual_cross=True, cross_norm="norm_cross", norm_memory=False):
+                 swap=False, residual_cross=True, cross_norm="norm_cross", norm_memory=False, self_mask=None,
+                 residual_self=True, feed_forward=True):
     def forward(x, block, memory, memory_mask=None):
         norm_first = block.norm_first != swap
         T, Tm = x.shape[1], memory.shape[1]
         source_mask = None if memory_mask is None or not mask else memory_mask[:, None, None, :]
+        if mask == "inverted" and source_mask is not None:
+            source_mask = ~source_mask
         if causal_cross:
             triangle = torch.ones(T, Tm, dtype=torch.bool).tril()
             source_mask = triangle if source_mask is None else source_mask & triangle
         norm = getattr(block, cross_norm)
         steps = {
-            "self": (block.norm1, lambda h: block.self_attention(h, is_causal=causal), True),
+            "self": (block.norm1, lambda h: block.self_attention(h, is_causal=causal) if self_mask is None
+                     else block.self_attention(h, mask=self_mask(T)), residual_self),
             "cross": (norm, lambda h: block.cross_attention(
                 h, h if keys == "target" else (norm(memory) if norm_memory else memory),
                 mask=None if keys == "target" else source_mask), residual_cross),
         }
-        for name in (*order, "ff"):
+        for name in (*order, "ff") if feed_forward else order:
             norm_layer, function, residual = steps.get(name, (block.norm2, block.feed_forward, True))
             if norm_first:
                 x = (x if residual else 0) + function(norm_layer(x))
@@ -72,8 +76,15 @@ def forward_with(*, causal=True, keys="memory", mask=True, causal_cross=False, o
     (forward_with(residual_cross=False), "lost its residual connection"),
     (forward_with(cross_norm="norm1"), "its own layer norm"),
     (forward_with(norm_memory=True), "the memory was normalised too"),
+    (forward_with(self_mask=lambda T: torch.ones(T, T, dtype=torch.bool).triu()), "keeps the upper triangle"),
+    (forward_with(self_mask=lambda T: torch.triu(torch.ones(T, T), diagonal=1).bool()), "keeps the upper triangle"),
+    (forward_with(self_mask=lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1)), "lost its diagonal"),
+    (forward_with(mask="inverted"), "memory_mask is inverted"),
+    (forward_with(residual_self=False), "self-attention sub-layer lost its residual"),
+    (forward_with(feed_forward=False), "feed-forward sub-layer is missing"),
 ], ids=["not-causal", "keys-from-target", "no-memory-mask", "causal-cross", "order", "placement", "no-residual",
-        "shared-norm", "normalised-memory"])
+        "shared-norm", "normalised-memory", "triu-mask", "strict-triu-mask", "no-diagonal", "inverted-memory-mask",
+        "no-self-residual", "no-feed-forward"])
 def test_decoder_block_mistakes_fail_with_their_hint(forward, words_of_the_hint):
     assert_fails_with_hint(check_decoder_block_forward(forward), words_of_the_hint)
 

@@ -113,6 +113,8 @@ def masking_variant(*, choose=None, fates=(0.8, 0.1, 0.1), labels="original", ra
             label_ids = torch.where(chosen, original, -100)
         elif labels == "corrupted":
             label_ids = torch.where(chosen, inputs, -100)
+        elif labels == "changed only":  # the chosen tokens left unchanged lose their label
+            label_ids = torch.where(to_mask | to_random, original, -100)
         elif labels == "everywhere":
             label_ids = original.clone()
         else:  # everywhere but at special tokens
@@ -125,6 +127,7 @@ def masking_variant(*, choose=None, fates=(0.8, 0.1, 0.1), labels="original", ra
 @pytest.mark.parametrize("fn, words", [
     (masking_variant(fates=(1.0, 0.0, 0.0)), "every chosen token became [MASK]"),
     (masking_variant(fates=(0.8, 0.2, 0.0)), "no chosen token was left unchanged"),
+    (masking_variant(labels="changed only"), "the chosen tokens left unchanged got the label -100"),
     (masking_variant(fates=(0.9, 0.0, 0.1)), "no chosen token was replaced by a random token"),
     (masking_variant(fates=(0.7, 0.15, 0.15)), "80% become [MASK], 10% a random token"),
     (masking_variant(choose=lambda u, special, p: u < p), "special tokens ([CLS], [SEP], [PAD], ...) were chosen"),
@@ -268,6 +271,32 @@ def greedy(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     return (logits / temperature).argmax(dim=-1)
 
 
+def top_p_in_vocabulary_order(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    probs = torch.softmax(keep_top_k_and_top_p_by_sorting(logits, temperature, top_k, None), dim=-1)
+    if top_p is not None:
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)  # no sort
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def ranks_instead_of_ids(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    probs = torch.softmax(keep_top_k_and_top_p_by_sorting(logits, temperature, top_k, top_p), dim=-1)
+    sorted_probs = probs.sort(dim=-1, descending=True).values
+    return torch.multinomial(sorted_probs, 1, generator=generator).squeeze(1)  # never mapped back to ids
+
+
+def first_k_ids(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    scaled = logits / temperature
+    if top_k is not None:
+        scaled = scaled.clone()
+        scaled[:, top_k:] = float("-inf")
+    return sampling_with_multinomial(scaled, 1.0, None, top_p, generator)
+
+
+def top_p_before_top_k(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return sampling_with_multinomial(keep_top_k_and_top_p_by_sorting(logits, temperature, None, top_p), 1.0, top_k,
+                                     None, generator)
+
+
 @pytest.mark.parametrize("fn, words", [
     (greedy, "you always took the most likely token (argmax)"),
     (sampler(temperature_op="multiply"), "multiplied by the temperature"),
@@ -278,6 +307,10 @@ def greedy(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     (sampler(uniform=True), "not uniformly"),
     (sampler(use_generator=False), "draw every random number from `generator`"),
     (sampler(keep_dim=True), "shape (B,)"),
+    (top_p_in_vocabulary_order, "in the vocabulary's order"),
+    (ranks_instead_of_ids, "ranks in the sorted order"),
+    (first_k_ids, "the first k token ids"),
+    (top_p_before_top_k, "top-p ran before top-k"),
 ])
 def test_sampling_mistakes_fail_with_their_hint(fn, words):
     assert_fails_with_hint(check_sample_next_token(fn), words)
@@ -456,8 +489,10 @@ def greedy_with_eos(*, stop="all", pad=True):
                 if pad:
                     next_ids[finished] = eos_id
                 finished = finished | (next_ids == eos_id)
+                if stop == "before appending" and finished.all():
+                    break  # the token that finished the last row is lost
             sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
-            if eos_id is not None and {"all": finished.all(), "any": finished.any(), "never": False}[stop]:
+            if eos_id is not None and {"all": finished.all(), "any": finished.any()}.get(stop, False):
                 break
         return sequence
     return generate_greedy
@@ -494,7 +529,8 @@ def greedy_one_step_short(model, input_ids, max_new_tokens):
     (greedy_from_the_first_position, "those of the last position"),
     (greedy_returning_the_new_tokens, "you returned only the new tokens"),
     (greedy_one_step_short, "one token too many or too few"),
-    (greedy_with_eos(stop="any"), "stopped as soon as ONE row"),
+    (greedy_with_eos(stop="any"), "as soon as ONE row wrote eos_id"),
+    (greedy_with_eos(stop="before appending"), "before appending the eos_id that finished the last row"),
     (greedy_with_eos(pad=False), "must write only eos_id from then on"),
     (greedy_with_eos(stop="never"), "the loop must stop"),
 ])

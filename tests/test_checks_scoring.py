@@ -43,11 +43,13 @@ def test_correct_gpt_sentence_scores_pass(gpt_sentence_score):
     assert_passes(check_gpt_sentence_score(gpt_sentence_score))
 
 
-def score_with(*, shift=True, padding=False, probabilities=False, logits=False, mean=False, loss=False):
+def score_with(*, shift=True, padding=False, probabilities=False, logits=False, mean=False, loss=False,
+               mask_cut_like_the_inputs=False):
     @torch.no_grad()
     def gpt_sentence_score(model, input_ids, attention_mask):
         if shift:
-            out, targets, counted = model(input_ids[:, :-1]), input_ids[:, 1:], attention_mask[:, 1:].float()
+            counted = (attention_mask[:, :-1] if mask_cut_like_the_inputs else attention_mask[:, 1:]).float()
+            out, targets = model(input_ids[:, :-1]), input_ids[:, 1:]
         else:
             out, targets, counted = model(input_ids), input_ids, attention_mask.float()
         scores = out if logits else out.log_softmax(-1)
@@ -68,7 +70,8 @@ def score_with(*, shift=True, padding=False, probabilities=False, logits=False, 
     (score_with(logits=True), "raw logits"),
     (score_with(mean=True), "an average per token"),
     (score_with(loss=True), "the story's loss"),
-], ids=["no-shift", "padding", "probabilities", "logits", "mean", "sign"])
+    (score_with(mask_cut_like_the_inputs=True), "the mask was cut like the inputs"),
+], ids=["no-shift", "padding", "probabilities", "logits", "mean", "sign", "mask-of-the-inputs"])
 def test_gpt_sentence_score_mistakes_fail_with_their_hint(gpt_sentence_score, words_of_the_hint):
     assert_fails_with_hint(check_gpt_sentence_score(gpt_sentence_score), words_of_the_hint)
 
@@ -120,7 +123,7 @@ def test_correct_pseudo_log_likelihoods_pass(pseudo_log_likelihood):
 
 
 def pll_with(*, at_once=False, visible=False, specials=False, padding=False, no_mask=False, probabilities=False,
-             mean=False):
+             mean=False, loss=False, read_mask=False):
     @torch.no_grad()
     def pseudo_log_likelihood(model, input_ids, attention_mask, *, mask_id, special_ids):
         scored = torch.ones_like(input_ids, dtype=torch.bool) if padding else attention_mask.bool()
@@ -137,11 +140,13 @@ def pll_with(*, at_once=False, visible=False, specials=False, padding=False, no_
                 if not visible:
                     ids[0, t] = mask_id
                 mask = None if model_mask is None else model_mask[row:row + 1]
-                terms[row, t] = model(ids, mask)[0, t].log_softmax(-1)[input_ids[row, t]]
+                read = mask_id if read_mask else input_ids[row, t]
+                terms[row, t] = model(ids, mask)[0, t].log_softmax(-1)[read]
         if probabilities:
             terms = terms.exp()
         terms = terms * scored
-        return terms.sum(1) / (scored.sum(1) if mean else 1)
+        total = terms.sum(1) / (scored.sum(1) if mean else 1)
+        return -total if loss else total
     return pseudo_log_likelihood
 
 
@@ -155,7 +160,10 @@ def pll_with(*, at_once=False, visible=False, specials=False, padding=False, no_
     (pll_with(no_mask=True), "attention_mask was not passed"),
     (pll_with(probabilities=True), "the probabilities were added"),
     (pll_with(mean=True), "an average per word"),
-], ids=["at-once", "visible", "specials", "padding", "specials-and-padding", "no-mask", "probabilities", "mean"])
+    (pll_with(loss=True), "the story's loss"),
+    (pll_with(read_mask=True), "the log-probability of [MASK] was read"),
+], ids=["at-once", "visible", "specials", "padding", "specials-and-padding", "no-mask", "probabilities", "mean",
+        "sign", "reads-mask"])
 def test_pseudo_log_likelihood_mistakes_fail_with_their_hint(pseudo_log_likelihood, words_of_the_hint):
     assert_fails_with_hint(check_pseudo_log_likelihood(pseudo_log_likelihood), words_of_the_hint)
 

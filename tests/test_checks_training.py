@@ -64,7 +64,10 @@ def step_with(*, mask=True, targets="labels", reduction="mean", clip="norm", ste
     def training_step(model, optimizer, inputs, labels, attention_mask, max_grad_norm=1.0):
         logits = model(inputs, attention_mask) if mask else model(inputs)
         wanted = labels if targets == "labels" else inputs
-        loss = F.cross_entropy(logits.transpose(1, 2), wanted, reduction=reduction)
+        if reduction == "none, then mean":
+            loss = F.cross_entropy(logits.transpose(1, 2), wanted, reduction="none").mean()
+        else:
+            loss = F.cross_entropy(logits.transpose(1, 2), wanted, reduction=reduction)
         if step_first:
             optimizer.step()
         loss.backward()
@@ -72,6 +75,8 @@ def step_with(*, mask=True, targets="labels", reduction="mean", clip="norm", ste
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         elif clip == "value":
             torch.nn.utils.clip_grad_value_(model.parameters(), max_grad_norm)
+        elif clip == "at 1.0":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         if zero_before_step:
             optimizer.zero_grad()
         if step and not step_first:
@@ -95,8 +100,10 @@ def step_with(*, mask=True, targets="labels", reduction="mean", clip="norm", ste
     (step_with(clip="none"), "not clipped before the update"),
     (step_with(clip="after step"), "not clipped before the update"),
     (step_with(clip="value"), "clip_grad_value_"),
+    (step_with(reduction="none, then mean"), "the mean counted every position"),
+    (step_with(clip="at 1.0"), "whatever max_grad_norm is"),
 ], ids=["no-mask", "inputs-as-targets", "sum", "no-step", "zero-before-step", "step-before-backward", "no-zero",
-        "no-clip", "clip-after-step", "clip-value"])
+        "no-clip", "clip-after-step", "clip-value", "mean-over-every-position", "clip-at-1"])
 def test_training_step_mistakes_fail_with_their_hint(training_step, words_of_the_hint):
     assert_fails_with_hint(check_training_step(training_step), words_of_the_hint)
 

@@ -79,6 +79,42 @@ def layer_norm_eps_outside(x, weight, bias, eps=1e-5):
     return (x - mean) / (std + eps) * weight + bias
 
 
+def layer_norm_without_any_eps(x, weight, bias, eps=1e-5):
+    dims = dims_of(weight)
+    mean = x.mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(x.var(dim=dims, unbiased=False, keepdim=True)) * weight + bias
+
+
+def layer_norm_eps_squared(x, weight, bias, eps=1e-5):
+    return layer_norm_with_var(x, weight, bias, eps ** 2)
+
+
+def layer_norm_by_the_variance(x, weight, bias, eps=1e-5):
+    dims = dims_of(weight)
+    mean = x.mean(dim=dims, keepdim=True)
+    return (x - mean) / (x.var(dim=dims, unbiased=False, keepdim=True) + eps) * weight + bias
+
+
+def layer_norm_by_the_variance_without_eps(x, weight, bias, eps=1e-5):
+    dims = dims_of(weight)
+    return (x - x.mean(dim=dims, keepdim=True)) / x.var(dim=dims, unbiased=False, keepdim=True) * weight + bias
+
+
+def layer_norm_bias_before_weight(x, weight, bias, eps=1e-5):
+    dims = dims_of(weight)
+    x_hat = (x - x.mean(dim=dims, keepdim=True)) / torch.sqrt(x.var(dim=dims, unbiased=False, keepdim=True) + eps)
+    return (x_hat + bias) * weight
+
+
+def layer_norm_without_centring(x, weight, bias, eps=1e-5):
+    dims = dims_of(weight)
+    return x / torch.sqrt(x.var(dim=dims, unbiased=False, keepdim=True) + eps) * weight + bias
+
+
+def rms_norm(x, weight, bias, eps=1e-5):
+    return x * torch.rsqrt(x.pow(2).mean(dim=dims_of(weight), keepdim=True) + eps) * weight + bias
+
+
 @pytest.mark.parametrize(
     "wrong_layer_norm, words_of_the_hint",
     [
@@ -94,9 +130,17 @@ def layer_norm_eps_outside(x, weight, bias, eps=1e-5):
         (layer_norm_eps_outside, "inside the square root"),
         (layer_norm_over_the_last_dimension, "over the last dimension only"),
         (lambda x, weight, bias, eps=1e-5: layer_norm_with_var(x, weight, bias), "eps argument was ignored"),
+        (layer_norm_without_any_eps, "eps is missing"),
+        (layer_norm_eps_squared, "eps was squared"),
+        (layer_norm_by_the_variance, "divided by the variance"),
+        (layer_norm_by_the_variance_without_eps, "divided by the variance"),
+        (layer_norm_bias_before_weight, "bias was added before scaling"),
+        (layer_norm_without_centring, "mean was not subtracted"),
+        (rms_norm, "mean was not subtracted"),
     ],
     ids=["unbiased", "first-dim", "all-dims", "no-weight-no-bias", "no-bias", "no-weight", "eps-outside",
-         "last-dim-only", "ignores-eps"],
+         "last-dim-only", "ignores-eps", "no-eps", "eps-squared", "by-variance", "by-variance-no-eps",
+         "bias-before-weight", "not-centred", "rms-norm"],
 )
 def test_layer_norm_mistake_fails_with_its_hint(wrong_layer_norm, words_of_the_hint):
     assert_fails_with_hint(check_layer_norm(wrong_layer_norm), words_of_the_hint)
@@ -200,6 +244,39 @@ def forward_normalising_the_stream(x, block, mask=None):
     return forward_with_branches(x, block, mask)
 
 
+def forward_with_causal_attention(x, block, mask=None):
+    if block.norm_first:
+        x = x + block.self_attention(block.norm1(x), mask=mask, is_causal=True)
+        return x + block.feed_forward(block.norm2(x))
+    x = block.norm1(x + block.self_attention(x, mask=mask, is_causal=True))
+    return block.norm2(x + block.feed_forward(x))
+
+
+def forward_with_a_tril_mask(x, block, mask=None):
+    causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()
+    return forward_with_branches(x, block, causal if mask is None else mask & causal)
+
+
+def forward_with_the_mask_inverted(x, block, mask=None):
+    return forward_with_branches(x, block, None if mask is None else ~mask)
+
+
+def forward_with_norm1_twice(x, block, mask=None):
+    if block.norm_first:
+        x = x + block.self_attention(block.norm1(x), mask=mask)
+        return x + block.feed_forward(block.norm1(x))
+    x = block.norm1(x + block.self_attention(x, mask=mask))
+    return block.norm1(x + block.feed_forward(x))
+
+
+def forward_with_a_final_norm(x, block, mask=None):
+    if block.norm_first:
+        x = x + block.self_attention(block.norm1(x), mask=mask)
+        x = x + block.feed_forward(block.norm2(x))
+        return block.norm2(x)
+    return forward_with_branches(x, block, mask)
+
+
 @pytest.mark.parametrize(
     "wrong_forward, words_of_the_hint",
     [
@@ -210,9 +287,14 @@ def forward_normalising_the_stream(x, block, mask=None):
         (forward_without_feed_forward, "feed-forward sub-layer is missing"),
         (forward_ignoring_the_mask, "mask was not passed on"),
         (forward_normalising_the_stream, "residual path skips the norm"),
+        (forward_with_causal_attention, "the self-attention was causal"),
+        (forward_with_a_tril_mask, "the self-attention was causal"),
+        (forward_with_the_mask_inverted, "padding mask is inverted"),
+        (forward_with_norm1_twice, "norm1 was used for both"),
+        (forward_with_a_final_norm, "without normalising it again"),
     ],
     ids=["norms-swapped", "always-post-norm", "no-residuals", "no-ff-residual", "no-feed-forward", "no-mask",
-         "normalised-stream"],
+         "normalised-stream", "causal", "tril-mask", "inverted-mask", "norm1-twice", "final-norm"],
 )
 def test_encoder_block_mistake_fails_with_its_hint(wrong_forward, words_of_the_hint):
     assert_fails_with_hint(check_encoder_block_forward(wrong_forward), words_of_the_hint)
@@ -273,9 +355,12 @@ def ones(T, n_past):
         (lambda T, n_past=0: ones(T, n_past).tril(), "the cached positions were hidden"),
         (lambda T, n_past=0: torch.ones(T, T, dtype=torch.bool).tril(), "one column per new position only"),
         (lambda T, n_past=0: torch.ones(n_past + T, n_past + T, dtype=torch.bool).tril(), "a row for every position"),
+        (lambda T, n_past=0: ones(T, n_past).tril(n_past + 1), "also sees the next one"),
+        (lambda T, n_past=0: ones(T, n_past).tril(n_past).fliplr(), "mirrored"),
+        (lambda T, n_past=0: torch.flip(ones(T, n_past).tril(n_past), dims=[0]), "mirrored"),
     ],
     ids=["upper-triangular", "diagonal-excluded", "inverted", "float-0-1", "additive-minus-inf", "past-hidden",
-         "square", "full-square"],
+         "square", "full-square", "one-too-far", "flipped-left-right", "flipped-upside-down"],
 )
 def test_causal_mask_mistake_fails_with_its_hint(wrong_mask, words_of_the_hint):
     assert_fails_with_hint(check_causal_mask(wrong_mask), words_of_the_hint)
@@ -363,6 +448,43 @@ def without_scaling(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=
                                    encoder_mask)
 
 
+def with_the_encoder_mask_inverted(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    return cross_attention_by_hand(decoder_states, encoder_states, w_q, w_k, w_v,
+                                   None if encoder_mask is None else ~encoder_mask)
+
+
+def scaled_by_d_model(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    d_k, d_model = w_q.shape[-1], decoder_states.shape[-1]
+    return cross_attention_by_hand(decoder_states * math.sqrt(d_k / d_model), encoder_states, w_q, w_k, w_v,
+                                   encoder_mask)
+
+
+def scaled_by_d_v(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    q, k, v = decoder_states @ w_q, encoder_states @ w_k, encoder_states @ w_v
+    scores = q @ k.transpose(-2, -1) / v.shape[-1] ** 0.5
+    if encoder_mask is not None:
+        scores = scores.masked_fill(~encoder_mask.unsqueeze(1), float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def softmax_over_the_targets(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    q, k, v = decoder_states @ w_q, encoder_states @ w_k, encoder_states @ w_v
+    scores = q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])
+    if encoder_mask is not None:
+        scores = scores.masked_fill(~encoder_mask[:, None, :], float("-inf"))
+    weights = scores.softmax(dim=1)
+    return weights @ v, weights
+
+
+def masked_after_the_softmax(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    q, k, v = decoder_states @ w_q, encoder_states @ w_k, encoder_states @ w_v
+    weights = (q @ k.transpose(1, 2) / math.sqrt(k.shape[-1])).softmax(dim=-1)
+    if encoder_mask is not None:
+        weights = weights * encoder_mask[:, None, :]
+    return weights @ v, weights
+
+
 @pytest.mark.parametrize(
     "wrong_cross_attention, words_of_the_hint",
     [
@@ -371,8 +493,14 @@ def without_scaling(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=
         (with_a_causal_mask, "needs none"),
         (without_the_encoder_mask, "encoder_mask was ignored"),
         (without_scaling, "not scaled"),
+        (with_the_encoder_mask_inverted, "encoder_mask is inverted"),
+        (scaled_by_d_model, "square root of the wrong size"),
+        (scaled_by_d_v, "square root of the wrong size"),
+        (softmax_over_the_targets, "softmax ran over the target positions"),
+        (masked_after_the_softmax, "zeroed after the softmax"),
     ],
-    ids=["kv-from-decoder", "q-from-encoder", "causal-mask", "no-encoder-mask", "unscaled"],
+    ids=["kv-from-decoder", "q-from-encoder", "causal-mask", "no-encoder-mask", "unscaled", "inverted-encoder-mask",
+         "scaled-by-d-model", "scaled-by-d-v", "softmax-over-targets", "masked-after-softmax"],
 )
 def test_cross_attention_mistake_fails_with_its_hint(wrong_cross_attention, words_of_the_hint):
     assert_fails_with_hint(check_cross_attention(wrong_cross_attention), words_of_the_hint)

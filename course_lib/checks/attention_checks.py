@@ -58,6 +58,14 @@ _NO_SCALING_HINT = (
 _SCALED_BY_D_K_HINT = (
     "the scores were divided by d_k itself; divide by its square root, math.sqrt(d_k) or d_k ** 0.5."
 )
+_MULTIPLIED_BY_SQRT_D_K_HINT = (
+    "the scores were multiplied by sqrt(d_k); divide them: the scale shrinks the dot products, whose spread "
+    "grows with d_k, back to about 1."
+)
+_SCALED_BY_SECOND_DIMENSION_HINT = (
+    "the scale used q.shape[1], which is d_k only for 2-D inputs: with a batch it is the number of queries, "
+    "with heads the number of heads. Count from the end: d_k = q.shape[-1]."
+)
 _SCALED_BY_SEQUENCE_LENGTH_HINT = (
     "the scale used a number of positions (Tq = q.shape[-2] or Tk = k.shape[-2]); it must use "
     "d_k = q.shape[-1], the length of the vectors in each dot product."
@@ -72,6 +80,9 @@ _SCORES_CASES = (
 _SCORES_MISTAKES = (
     Mistake(_NO_SCALING_HINT, same_output_as(_scores_scaled_by(lambda q, k: 1.0))),
     Mistake(_SCALED_BY_D_K_HINT, same_output_as(_scores_scaled_by(lambda q, k: q.shape[-1]))),
+    Mistake(_MULTIPLIED_BY_SQRT_D_K_HINT,
+            same_output_as(_scores_scaled_by(lambda q, k: 1 / math.sqrt(q.shape[-1])))),
+    Mistake(_SCALED_BY_SECOND_DIMENSION_HINT, same_output_as(_scores_scaled_by(lambda q, k: math.sqrt(q.shape[1])))),
     Mistake(_SCALED_BY_SEQUENCE_LENGTH_HINT, same_output_as(_scores_scaled_by(lambda q, k: math.sqrt(k.shape[-2])))),
     Mistake(_SCALED_BY_SEQUENCE_LENGTH_HINT, same_output_as(_scores_scaled_by(lambda q, k: math.sqrt(q.shape[-2])))),
     Mistake(
@@ -237,6 +248,10 @@ _ATTENTION_MISTAKES = (
     ),
     Mistake(_NO_SCALING_HINT, same_output_as(_attention_variant(scale=lambda q, k, v: 1.0))),
     Mistake(_SCALED_BY_D_K_HINT, same_output_as(_attention_variant(scale=lambda q, k, v: q.shape[-1]))),
+    Mistake(_MULTIPLIED_BY_SQRT_D_K_HINT,
+            same_output_as(_attention_variant(scale=lambda q, k, v: 1 / math.sqrt(q.shape[-1])))),
+    Mistake(_SCALED_BY_SECOND_DIMENSION_HINT,
+            same_output_as(_attention_variant(scale=lambda q, k, v: math.sqrt(q.shape[1])))),
     Mistake(_SCALED_BY_D_V_HINT, same_output_as(_attention_variant(scale=lambda q, k, v: math.sqrt(v.shape[-1])))),
     Mistake(_SCALED_BY_D_V_HINT, same_output_as(_attention_variant(scale=lambda q, k, v: v.shape[-1]))),
     Mistake(

@@ -12,11 +12,12 @@ weights, so every known mistake changes the answer.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, same_output_as,
+                                        same_output_as_any_of)
 from course_lib.layers import DecoderBlock, TransformerBlock
 
 _D_MODEL = 16
@@ -54,19 +55,28 @@ def _decoder_block_reference(x, block, memory, memory_mask=None):
 
 def _decoder_variant(*, causal: bool = True, keys_from_target: bool = False, use_memory_mask: bool = True,
                      causal_cross: bool = False, cross_first: bool = False, swap_norm: bool = False,
-                     residual_cross: bool = True, shared_norm: bool = False, normalise_memory: bool = False):
-    """A decoder block's forward pass with one known mistake switched on."""
+                     residual_cross: bool = True, shared_norm: bool = False, normalise_memory: bool = False,
+                     self_mask: Callable[[int], torch.Tensor] | None = None, invert_memory_mask: bool = False,
+                     residual_self: bool = True, feed_forward: bool = True):
+    """A decoder block's forward pass with one known mistake switched on.
+
+    ``self_mask(T)``, when given, is the (T, T) mask the self-attention gets instead of is_causal.
+    """
 
     def forward(x, block, memory, memory_mask=None):
         norm_first = block.norm_first != swap_norm
         T, Tm = x.shape[1], memory.shape[1]
         cross_mask = _key_mask(memory_mask) if use_memory_mask else None
+        if invert_memory_mask and cross_mask is not None:
+            cross_mask = ~cross_mask
         if causal_cross:
             triangle = torch.ones(T, Tm, dtype=torch.bool).tril()
             cross_mask = triangle if cross_mask is None else cross_mask & triangle
         cross_norm = block.norm1 if shared_norm else block.norm_cross
 
         def self_attention(h):
+            if self_mask is not None:
+                return block.self_attention(h, mask=self_mask(T))
             return block.self_attention(h, is_causal=causal)
 
         def cross_attention(h):
@@ -75,10 +85,11 @@ def _decoder_variant(*, causal: bool = True, keys_from_target: bool = False, use
             source = cross_norm(memory) if normalise_memory else memory
             return block.cross_attention(h, source, mask=cross_mask)
 
-        sublayers = [(block.norm1, self_attention, True), (cross_norm, cross_attention, residual_cross)]
+        sublayers = [(block.norm1, self_attention, residual_self), (cross_norm, cross_attention, residual_cross)]
         if cross_first:
             sublayers.reverse()
-        sublayers.append((block.norm2, block.feed_forward, True))
+        if feed_forward:
+            sublayers.append((block.norm2, block.feed_forward, True))
         for norm, sublayer, residual in sublayers:
             if norm_first:
                 x = (x if residual else 0) + sublayer(norm(x))
@@ -87,6 +98,21 @@ def _decoder_variant(*, causal: bool = True, keys_from_target: bool = False, use
         return x
 
     return forward
+
+
+def _upper_triangle(T: int) -> torch.Tensor:
+    """The causal mask built with triu: each position sees itself and the later positions, not the earlier."""
+    return torch.ones(T, T, dtype=torch.bool).triu()
+
+
+def _strict_upper_triangle(T: int) -> torch.Tensor:
+    """triu(diagonal=1), the positions a causal mask hides, passed as the positions that may be attended to."""
+    return torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
+
+
+def _strict_lower_triangle(T: int) -> torch.Tensor:
+    """The causal mask without its diagonal: each position sees only the earlier ones, not itself."""
+    return torch.ones(T, T, dtype=torch.bool).tril(diagonal=-1)
 
 
 def _decoder_case(description: str, norm_first: bool, T: int, Tm: int, padding: tuple[int, int] | None,
@@ -135,6 +161,23 @@ _DECODER_MISTAKES = (
     Mistake("the memory was normalised too: only the target's stream goes through the block's layer norms; "
             "the encoder's output is read as it is (the encoder normalised it already).",
             same_output_as(_decoder_variant(normalise_memory=True))),
+    Mistake("the causal mask keeps the upper triangle (triu), so each target position saw the later positions "
+            "instead of the earlier ones. True means \"may attend\": use torch.ones(T, T, dtype=torch.bool).tril(), "
+            "or block.self_attention(h, is_causal=True).",
+            same_output_as_any_of(_decoder_variant(self_mask=_upper_triangle),
+                                  _decoder_variant(self_mask=_strict_upper_triangle))),
+    Mistake("the causal mask lost its diagonal: a position may attend to itself (and the first one would have no "
+            "key at all). Use tril() or tril(diagonal=0), not tril(diagonal=-1), or is_causal=True.",
+            same_output_as(_decoder_variant(self_mask=_strict_lower_triangle))),
+    Mistake("memory_mask is inverted: True marks a real source token, one that may be attended to, so pass "
+            "memory_mask[:, None, None, :] itself to block.cross_attention, not its negation.",
+            same_output_as(_decoder_variant(invert_memory_mask=True))),
+    Mistake("the self-attention sub-layer lost its residual connection: add its input back to its output "
+            "(post-norm: norm1(x + attention(x)); pre-norm: x + attention(norm1(x))).",
+            same_output_as(_decoder_variant(residual_self=False))),
+    Mistake("the feed-forward sub-layer is missing: after cross-attention, every position goes through "
+            "block.feed_forward, with its own residual connection and block.norm2.",
+            same_output_as(_decoder_variant(feed_forward=False))),
 )
 
 

@@ -503,7 +503,8 @@ def _hint_for_error(error: Exception) -> str:
     """A hint for the one error almost everyone meets in tensor code: shapes that do not broadcast."""
     if isinstance(error, RuntimeError) and "must match the size of tensor" in str(error):
         return (
-            "two tensors' shapes do not broadcast. A reduction such as .sum(dim) or .max(dim) "
-            "drops that dimension unless you pass keepdim=True."
+            "two tensors' shapes do not broadcast: print the shapes of the tensors on the failing line "
+            "and compare them with the docstring's. A common cause: a reduction such as .sum(dim) or "
+            ".max(dim) drops that dimension unless you pass keepdim=True."
         )
     return ""

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as
+from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as, same_output_as_any_of
 from course_lib.checks.pretraining_checks import _describe, _floating, _tiny_model, _tolerance
 from course_lib.generation import filter_logits, generate
 from course_lib.models import GPT
@@ -73,6 +73,36 @@ def _top_p_without_crossing_token(logits, temperature=1.0, top_k=None, top_p=Non
     return torch.softmax(filtered.masked_fill(drop, float("-inf")), dim=-1)
 
 
+def _first_k_ids(logits, temperature=1.0, top_k=None, top_p=None):
+    """The first k token ids kept, whatever their logits."""
+    if top_k is None:
+        raise ValueError("this mistake needs a top_k")
+    first_k = logits.clone()
+    first_k[..., top_k:] = float("-inf")
+    return _distribution(first_k, temperature, None, top_p)
+
+
+def _top_p_in_vocabulary_order(logits, temperature=1.0, top_k=None, top_p=None):
+    """The cumulative sum taken in the vocabulary's order, not from the most likely token down."""
+    if top_p is None:
+        raise ValueError("this mistake needs a top_p")
+    filtered = filter_logits(logits, temperature, top_k)
+    probs = torch.softmax(filtered, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    return torch.softmax(filtered.masked_fill(mass_before >= top_p, float("-inf")), dim=-1)
+
+
+def _ranks_not_ids(logits, temperature=1.0, top_k=None, top_p=None):
+    """Sampled from the sorted probabilities and returned as positions in that order, never mapped back."""
+    return _distribution(logits, temperature, top_k, top_p).sort(dim=-1, descending=True).values
+
+
+def _top_p_before_top_k(logits, temperature=1.0, top_k=None, top_p=None):
+    if top_k is None or top_p is None:
+        raise ValueError("this mistake needs a top_k and a top_p")
+    return _distribution(filter_logits(logits, temperature, top_p=top_p), top_k=top_k)
+
+
 def _uniform_over_kept(logits, temperature=1.0, top_k=None, top_p=None):
     kept = _distribution(logits, temperature, top_k, top_p) > 0
     return kept.float() / kept.sum(dim=-1, keepdim=True)
@@ -118,9 +148,20 @@ _SAMPLING_MISTAKES = (
             "(torch.topk(logits, k).values[..., -1:]), use >= rather than >.", _samples_from(_top_k_off_by(-1))),
     Mistake("top-k kept k + 1 tokens: the k-th largest logit is torch.topk(logits, k).values[..., -1], "
             "keep the tokens at or above it and no more.", _samples_from(_top_k_off_by(+1))),
+    Mistake("top-k kept the first k token ids, not the k most likely tokens: find the k-th largest logit of "
+            "each row (torch.topk(logits, k).values[..., -1:]) and keep the tokens at or above it.",
+            _samples_from(_first_k_ids)),
     Mistake("top-p dropped the token that crosses the threshold. Keep the smallest set of most likely tokens whose "
             "probabilities add up to AT LEAST top_p: a token stays when the mass of the tokens ranked above it is "
             "still below top_p (cumsum - probs < top_p).", _samples_from(_top_p_without_crossing_token)),
+    Mistake("top-p added up the probabilities in the vocabulary's order: sort them from the most likely token "
+            "down first (torch.sort(..., descending=True)), then take the cumulative sum.",
+            _samples_from(_top_p_in_vocabulary_order)),
+    Mistake("these ids are ranks in the sorted order, not token ids: after sampling a position of the sorted "
+            "probabilities, map it back with the indices the sort returned (sorted_indices.gather(...)).",
+            _samples_from(_ranks_not_ids)),
+    Mistake("top-p ran before top-k: apply top-k first, then top-p to the probabilities of the tokens top-k "
+            "kept (renormalised), as filter_logits does.", _samples_from(_top_p_before_top_k)),
     Mistake("all kept tokens came out equally often: sample them in proportion to their probabilities "
             "(softmax of the filtered logits), not uniformly.", _samples_from(_uniform_over_kept)),
 )
@@ -226,6 +267,11 @@ _SAMPLING_CASES = (
     _sampling_case("top_p=0.95 on the 8 logits", _LOGITS, top_p=0.95, seed=6),
     _sampling_case("temperature=0.7, top_k=5 and top_p=0.9 together", _LOGITS, temperature=0.7, top_k=5,
                    top_p=0.9, seed=7),
+    _sampling_case("top_p=0.6 on rows of two kinds: probabilities 0.4, 0.3, 0.2, 0.1, then 0.1, 0.3, 0.2, 0.4",
+                   torch.stack([_QUARTER_LOGITS, _QUARTER_LOGITS[[3, 1, 2, 0]]]), top_p=0.6, seed=11),
+    _sampling_case("top_k=3, then top_p=0.6 on the 3 tokens kept (probabilities 0.35, 0.2, 0.15, 0.1, ...)",
+                   torch.tensor([0.35, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04, 0.02]).log(), top_k=3, top_p=0.6,
+                   seed=12),
     _sampling_case("rows of two kinds in one batch (the 8 logits, then reversed), top_k=2",
                    torch.stack([_LOGITS, _LOGITS.flip(0)]), top_k=2, seed=8),
     _sampling_case("logits around 1000 (softmax must not overflow)", _LOGITS + 1000, seed=9),
@@ -251,8 +297,10 @@ def _generate_greedy_reference(model, input_ids, max_new_tokens, eos_id=None):
     return generate(model, input_ids, max_new_tokens, greedy=True, use_cache=False, eos_id=eos_id)
 
 
-def _greedy_with_eos_variant(*, stop_when: str = "all", pad: bool = True) -> Callable:
-    """Greedy generation that mishandles ``eos_id``: stops at the first finished row, never stops, or never pads."""
+def _greedy_with_eos_variant(*, stop_when: str = "all", pad: bool = True, check_before_append: bool = False
+                             ) -> Callable:
+    """Greedy generation that mishandles ``eos_id``: stops at the first finished row, never stops, never pads,
+    or stops before appending the token that finished the last row."""
 
     @torch.no_grad()
     def generate_greedy(model, input_ids, max_new_tokens, eos_id=None):
@@ -264,6 +312,8 @@ def _greedy_with_eos_variant(*, stop_when: str = "all", pad: bool = True) -> Cal
                 next_ids = next_ids.masked_fill(finished, eos_id)
             if eos_id is not None:
                 finished |= next_ids == eos_id
+            if check_before_append and eos_id is not None and finished.all():
+                break
             sequence = torch.cat([sequence, next_ids[:, None]], dim=1)
             stop = {"all": finished.all(), "any": finished.any(), "never": False}[stop_when]
             if eos_id is not None and stop:
@@ -334,9 +384,11 @@ _GREEDY_MISTAKES = (
             "those of the last position: model(sequence)[:, -1].", same_output_as(_greedy_from_the_first_position)),
     Mistake("your answer holds scores, not token ids: choose the most likely token with .argmax(dim=-1).",
             _floating),
-    Mistake("the loop stopped as soon as ONE row wrote eos_id; the others have not finished. Stop when every "
-            "row has written it (keep a (B,) bool tensor `finished`, and stop when finished.all()).",
-            same_output_as(_greedy_with_eos_variant(stop_when="any"))),
+    Mistake("the loop stopped one step early: as soon as ONE row wrote eos_id (the others have not finished), "
+            "or before appending the eos_id that finished the last row. Append next_ids first, then stop only "
+            "when every row has written eos_id (keep a (B,) bool tensor `finished`, stop when finished.all()).",
+            same_output_as_any_of(_greedy_with_eos_variant(stop_when="any"),
+                                  _greedy_with_eos_variant(check_before_append=True))),
     Mistake("a row that has written eos_id must write only eos_id from then on (its story is over); yours kept "
             "writing. Replace the next token of finished rows: next_ids.masked_fill(finished, eos_id).",
             same_output_as(_greedy_with_eos_variant(pad=False))),

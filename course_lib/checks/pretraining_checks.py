@@ -91,6 +91,9 @@ _MASK_HINTS = {
                          "replaced, and every replaced position needs its label."),
     "mask_prob_ignored": ("the share of chosen tokens does not follow mask_prob: compare one uniform draw per "
                           "position with mask_prob (torch.rand(...) < mask_prob), not with a fixed 0.15."),
+    "unchanged_unlabelled": ("the chosen tokens left unchanged got the label -100: every chosen token keeps its "
+                             "label, the 10% left as they were too. The model must still predict them; otherwise "
+                             "it learns that a token it can see is never asked about."),
     "everything_chosen": ("every ordinary token was chosen: each one should be chosen with probability "
                           "mask_prob only (torch.rand(...) < mask_prob)."),
     "always_mask": ("every chosen token became [MASK]: the recipe replaces 80% of them with [MASK], 10% with a "
@@ -182,6 +185,11 @@ def _judge_masking(received: Any, case: Case) -> Finding | None:
         if chosen_share > 0.99 and abs(changed_share - 0.9 * mask_prob) <= _tolerance(0.9 * mask_prob, n_ordinary):
             # About mask_prob of the tokens were replaced as they should be, but every one got a label.
             return details, "labels_everywhere"
+        unchanged_but_chosen = int((chosen & ~changed).sum()) / max(n_chosen, 1)
+        if (abs(chosen_share - 0.9 * mask_prob) <= _tolerance(0.9 * mask_prob, n_ordinary)
+                and unchanged_but_chosen < 0.02):
+            # About 90% of mask_prob chosen, and none of them kept its id: the unchanged tenth lost its label.
+            return details, "unchanged_unlabelled"
         return details, "everything_chosen" if chosen_share > 0.99 else "mask_prob_ignored"
     if n_chosen == 0:
         return None  # nothing to replace (a batch of special tokens only)
@@ -207,7 +215,9 @@ def _judge_masking(received: Any, case: Case) -> Finding | None:
         if shares["[MASK]"][0] > 0.99:
             return details, "always_mask"
         if shares["unchanged"][0] < 0.01:
-            return details, "no_unchanged"
+            # [MASK] and random in the recipe's ratio of 8 to 1: the unchanged tenth was chosen, then unlabelled.
+            in_ratio = abs(shares["[MASK]"][0] - 8 / 9) <= _tolerance(8 / 9, n_chosen)
+            return details, "unchanged_unlabelled" if in_ratio else "no_unchanged"
         if shares["random"][0] < 0.01:
             return details, "no_random"
         return details, "wrong_shares"

@@ -34,7 +34,8 @@ def _gpt_sentence_score_reference(model, input_ids, attention_mask):
 
 
 def _score_variant(*, shift: bool = True, real_only: bool = True, log: bool = True, normalise: bool = True,
-                   reduce: str = "sum", sign: float = 1.0, pass_mask: bool = True) -> Callable:
+                   reduce: str = "sum", sign: float = 1.0, pass_mask: bool = True,
+                   mask_of_the_inputs: bool = False) -> Callable:
     """GPT's score of every row with one known mistake switched on.
 
     Whether the model is given the mask changes nothing at the real
@@ -47,7 +48,8 @@ def _score_variant(*, shift: bool = True, real_only: bool = True, log: bool = Tr
         mask = attention_mask.bool()
         model_mask = mask if pass_mask else torch.ones_like(mask)
         if shift:
-            logits, targets, counted = model(input_ids[:, :-1], model_mask[:, :-1]), input_ids[:, 1:], mask[:, 1:]
+            counted = mask[:, :-1] if mask_of_the_inputs else mask[:, 1:]
+            logits, targets = model(input_ids[:, :-1], model_mask[:, :-1]), input_ids[:, 1:]
         else:
             logits, targets, counted = model(input_ids, model_mask), input_ids, mask
         scores = logits.log_softmax(dim=-1) if normalise else logits
@@ -106,6 +108,9 @@ _SCORE_MISTAKES = (
     *(Mistake("padding was counted: a predicted token that is [PAD] (attention_mask False at t + 1) is not part "
               "of the story and must add nothing.", same_output_as(_score_variant(real_only=False, pass_mask=passed)))
       for passed in (True, False)),
+    Mistake("the mask was cut like the inputs, attention_mask[:, :-1], so the prediction of the first [PAD] "
+            "was counted. A prediction counts when the token it predicts is real: cut the mask like the "
+            "targets, attention_mask[:, 1:].", same_output_as(_score_variant(mask_of_the_inputs=True))),
     Mistake("the answer is the story's loss, -log p: the score is the log-probability itself, "
             "a negative number (minus the sum of the losses).", same_output_as(_score_variant(sign=-1.0))),
     Mistake("the probabilities were added; a story's log-probability is the SUM of the LOG-probabilities of its "
@@ -150,7 +155,8 @@ def _pseudo_log_likelihood_reference(model, input_ids, attention_mask, *, mask_i
 
 
 def _pll_variant(*, one_at_a_time: bool = True, mask_the_token: bool = True, skip_special: bool = True,
-                 real_only: bool = True, pass_mask: bool = True, log: bool = True, reduce: str = "sum") -> Callable:
+                 real_only: bool = True, pass_mask: bool = True, log: bool = True, reduce: str = "sum",
+                 sign: float = 1.0, read_the_mask_id: bool = False) -> Callable:
     """The pseudo-log-likelihood with one known mistake switched on."""
 
     @torch.no_grad()
@@ -168,14 +174,15 @@ def _pll_variant(*, one_at_a_time: bool = True, mask_the_token: bool = True, ski
                     copies[torch.arange(len(positions)), positions] = mask_id
                 copies_mask = None if model_mask is None else model_mask[row].repeat(len(positions), 1)
                 log_probs = model(copies, copies_mask)[torch.arange(len(positions)), positions].log_softmax(dim=-1)
-                terms[row, positions] = log_probs.gather(1, input_ids[row, positions][:, None])[:, 0]
+                read = torch.full_like(positions, mask_id) if read_the_mask_id else input_ids[row, positions]
+                terms[row, positions] = log_probs.gather(1, read[:, None])[:, 0]
         else:  # every scored position masked at once, one pass
             ids = torch.where(scored, mask_id, input_ids)
             log_probs = model(ids, model_mask).log_softmax(dim=-1)
             terms = log_probs.gather(-1, input_ids[..., None])[..., 0] * scored
         if not log:
             terms = terms.exp() * scored
-        total = terms.sum(dim=1)
+        total = sign * terms.sum(dim=1)
         return total / scored.sum(dim=1) if reduce == "mean" else total
 
     return pll
@@ -237,6 +244,11 @@ _PLL_MISTAKES = (
             "(log_softmax, then the original token's entry).", same_output_as(_pll_variant(log=False))),
     Mistake("the answer is an average per word; the pseudo-log-likelihood is the sum over the scored positions.",
             same_output_as(_pll_variant(reduce="mean"))),
+    Mistake("the answer is the story's loss, -log p: the pseudo-log-likelihood is the sum of the log-probabilities "
+            "themselves, a negative number.", same_output_as(_pll_variant(sign=-1.0))),
+    Mistake("the log-probability of [MASK] was read at each masked position; read that of the ORIGINAL token "
+            "(input_ids at that position): how likely BERT finds the word that was hidden.",
+            same_output_as(_pll_variant(read_the_mask_id=True))),
 )
 
 

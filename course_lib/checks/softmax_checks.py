@@ -38,6 +38,7 @@ _SOFTMAX_CASES = (
     Case("x of shape (2, 3, 4), dim=-1", (_SOFTMAX_3D,), {"dim": -1}),
     Case("large values x = [1000, 1001, 1002]", (torch.tensor([1000.0, 1001.0, 1002.0]),)),
     Case("very negative values x = [-1000, -1001, -1002]", (torch.tensor([-1000.0, -1001.0, -1002.0]),)),
+    Case("values far apart in one row, x = [0, 1000, -1000]", (torch.tensor([0.0, 1000.0, -1000.0]),)),
     Case(
         "rows on very different scales, dim=-1",
         (torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -1001.0, -1002.0]]),),
@@ -70,8 +71,9 @@ def check_softmax(learner_fn: Any) -> CheckResult:
     """Check exercise 00: a numerically stable ``softmax(x, dim=-1)``.
 
     The cases cover 1-D, 2-D and 3-D inputs, the default ``dim`` and explicit
-    ``dim`` = -1, 0 and 1, and inputs so large or so negative that exp()
-    alone overflows or underflows.
+    ``dim`` = -1, 0 and 1, and inputs so large, so negative or so far apart
+    that exp() alone overflows or underflows (subtracting the mean or the
+    minimum instead of the maximum is not enough).
     """
     return check_function(
         learner_fn,

@@ -101,13 +101,19 @@ def _step_variant(*, mask: bool = True, targets_are_inputs: bool = False, reduct
     def step(model, optimizer, inputs, labels, attention_mask, max_grad_norm=1.0):
         logits = model(inputs, attention_mask if mask else None)
         targets = inputs if targets_are_inputs else labels
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                               reduction=reduction)
+        if reduction == "every position":  # the skipped positions' zeros counted in the mean
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="none").mean()
+        else:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction=reduction)
         if step_before_backward:
             optimizer.step()
         loss.backward()
         if clip == "norm":
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        elif clip == "norm 1.0":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         elif clip == "value":
             torch.nn.utils.clip_grad_value_(model.parameters(), max_grad_norm)
         if update and not step_before_backward:
@@ -190,6 +196,9 @@ _TRAINING_MISTAKES = (
             _losses_of(_step_variant(targets_are_inputs=True))),
     Mistake("the loss is the mean over the predicted positions (F.cross_entropy's default); you returned the sum.",
             _losses_of(_step_variant(reduction="sum"))),
+    Mistake("the mean counted every position, the skipped ones (label -100) too, each as a loss of 0. Average "
+            "over the predicted positions only: F.cross_entropy(..., ignore_index=-100) with its default "
+            "reduction does exactly that.", _losses_of(_step_variant(reduction="every position"))),
     Mistake(_NEVER_UPDATED_HINT, _losses_of(_step_variant(update=False))),
     Mistake("the gradients were never zeroed, so each step's gradients were added to the previous ones. "
             "Call optimizer.zero_grad() once per step (at its start, or after optimizer.step()).",
@@ -197,6 +206,8 @@ _TRAINING_MISTAKES = (
     Mistake("the gradients were not clipped before the update: between loss.backward() and optimizer.step(), "
             "call torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm). (Clipping after step() "
             "comes too late: the update has already used them.)", _losses_of(_step_variant(clip="none"))),
+    Mistake("the gradients were clipped at a norm of 1.0 whatever max_grad_norm is: pass the argument, "
+            "clip_grad_norm_(model.parameters(), max_grad_norm).", _losses_of(_step_variant(clip="norm 1.0"))),
     Mistake("clip_grad_value_ clips every number of every gradient on its own; the step must scale the whole "
             "gradient down when its norm exceeds max_grad_norm: torch.nn.utils.clip_grad_norm_.",
             _losses_of(_step_variant(clip="value"))),

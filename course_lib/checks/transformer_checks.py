@@ -7,7 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, same_output_as,
+                                        same_output_as_any_of)
 from course_lib.layers import EncoderBlock, TransformerBlock
 
 # ---------------------------------------------------------------------------
@@ -24,19 +25,37 @@ def _weight_dims(weight) -> tuple[int, ...]:
     return tuple(range(-weight.dim(), 0))
 
 
-def _normalise(x, *, dims=(-1,), unbiased=False, eps=1e-5, eps_outside=False):
+def _normalise(x, *, dims=(-1,), unbiased=False, eps=1e-5, eps_outside=False, root=True, centre=True):
     """What a layer norm computes before weight and bias, with the knobs the known mistakes turn."""
     mean = x.mean(dim=dims, keepdim=True)
     variance = x.var(dim=dims, keepdim=True, correction=1 if unbiased else 0)
+    centred = x - mean if centre else x
     if eps_outside:
-        return (x - mean) / (variance.sqrt() + eps)
-    return (x - mean) / (variance + eps).sqrt()
+        return centred / (variance.sqrt() + eps)
+    return centred / ((variance + eps).sqrt() if root else variance + eps)
 
 
-def _layer_norm_mistake(**knobs):
+def _layer_norm_mistake(eps_used=lambda eps: eps, **knobs):
+    """A layer norm with the knobs of ``_normalise`` turned; ``eps_used(eps)`` is the eps it really adds."""
     def wrong(x, weight, bias, eps=1e-5):
-        return _normalise(x, eps=eps, **{"dims": _weight_dims(weight), **knobs}) * weight + bias
+        return _normalise(x, eps=eps_used(eps), **{"dims": _weight_dims(weight), **knobs}) * weight + bias
     return wrong
+
+
+def _no_eps(eps):
+    """No eps at all, whatever eps was given: sqrt(variance) alone."""
+    return 0.0
+
+
+def _bias_before_weight(x, weight, bias, eps=1e-5):
+    """The shift added before the scale: (x_hat + bias) * weight."""
+    return (_normalise(x, dims=_weight_dims(weight), eps=eps) + bias) * weight
+
+
+def _rms_norm(x, weight, bias, eps=1e-5):
+    """RMSNorm with a bias: x divided by its root mean square, the mean never subtracted."""
+    mean_square = (x ** 2).mean(dim=_weight_dims(weight), keepdim=True)
+    return x / (mean_square + eps).sqrt() * weight + bias
 
 
 def _without(*, weight=True, bias=True, eps_given=True):
@@ -119,6 +138,31 @@ _LAYER_NORM_MISTAKES = (
         "the eps argument was ignored: use the eps you are given, inside the square root.",
         same_output_as(_without(eps_given=False)),
     ),
+    Mistake(
+        "eps is missing: a constant row has variance 0, and 0 / sqrt(0) is NaN. Add eps to the variance "
+        "before the square root: (x - mean) / torch.sqrt(variance + eps).",
+        same_output_as(_layer_norm_mistake(eps_used=_no_eps)),
+    ),
+    Mistake(
+        "eps was squared: add eps itself to the variance, (x - mean) / torch.sqrt(variance + eps), "
+        "not variance + eps ** 2.",
+        same_output_as(_layer_norm_mistake(eps_used=lambda eps: eps ** 2)),
+    ),
+    Mistake(
+        "x - mean was divided by the variance, not by the standard deviation: take the square root, "
+        "(x - mean) / torch.sqrt(variance + eps).",
+        same_output_as_any_of(_layer_norm_mistake(root=False), _layer_norm_mistake(root=False, eps_used=_no_eps)),
+    ),
+    Mistake(
+        "the bias was added before scaling: scale first, then shift, x_hat * weight + bias, "
+        "not (x_hat + bias) * weight.",
+        same_output_as(_bias_before_weight),
+    ),
+    Mistake(
+        "the mean was not subtracted: layer norm centres x before dividing, (x - mean) / torch.sqrt(variance + eps). "
+        "Dividing x itself by its root mean square is RMSNorm, another normalisation.",
+        same_output_as_any_of(_layer_norm_mistake(centre=False), _rms_norm),
+    ),
 )
 
 
@@ -171,14 +215,18 @@ def _encoder_block_reference(x, block, mask=None):
 
 
 def _encoder_block_variant(*, residual_attention=True, residual_ff=True, feed_forward=True, swap_norm=False,
-                           use_mask=True, norm_whole_stream=False):
+                           use_mask=True, norm_whole_stream=False, causal=False, invert_mask=False,
+                           shared_norm=False, final_norm=None):
     """A forward pass with one known mistake switched on."""
     def forward(x, block, mask=None):
         norm_first = block.norm_first != swap_norm
-        sublayers = [(block.norm1, lambda h: block.self_attention(h, mask=mask if use_mask else None),
+        attention_mask = mask if use_mask else None
+        if invert_mask and attention_mask is not None:
+            attention_mask = ~attention_mask
+        sublayers = [(block.norm1, lambda h: block.self_attention(h, mask=attention_mask, is_causal=causal),
                       residual_attention)]
         if feed_forward:
-            sublayers.append((block.norm2, block.feed_forward, residual_ff))
+            sublayers.append((block.norm1 if shared_norm else block.norm2, block.feed_forward, residual_ff))
         for norm, sublayer, residual in sublayers:
             if norm_first and norm_whole_stream:
                 x = norm(x)
@@ -187,6 +235,8 @@ def _encoder_block_variant(*, residual_attention=True, residual_ff=True, feed_fo
                 x = (x if residual else 0) + sublayer(norm(x))
             else:
                 x = norm((x if residual else 0) + sublayer(x))
+        if norm_first and final_norm is not None:
+            x = getattr(block, final_norm)(x)
         return x
     return forward
 
@@ -232,6 +282,27 @@ _ENCODER_BLOCK_MISTAKES = (
         "Writing x = norm(x) first normalises the residual stream itself.",
         same_output_as(_encoder_block_variant(norm_whole_stream=True)),
     ),
+    Mistake(
+        "the self-attention was causal, but an encoder reads the whole input at once: every position may "
+        "attend to every real position, before and after it. Pass only the padding mask, "
+        "block.self_attention(h, mask=mask), with no is_causal=True and no tril mask.",
+        same_output_as(_encoder_block_variant(causal=True)),
+    ),
+    Mistake(
+        "the padding mask is inverted: True means \"may attend\", so pass mask as it is, "
+        "block.self_attention(h, mask=mask), not ~mask.",
+        same_output_as(_encoder_block_variant(invert_mask=True)),
+    ),
+    Mistake(
+        "each sub-layer has its own layer norm: block.norm1 for self-attention and block.norm2 for the "
+        "feed-forward network; norm1 was used for both.",
+        same_output_as(_encoder_block_variant(shared_norm=True)),
+    ),
+    Mistake(
+        "a pre-norm block ends with the last addition, x = x + feed_forward(norm2(x)): return x as it is, "
+        "without normalising it again (a pre-norm model has one final norm after its whole stack of blocks).",
+        same_output_as_any_of(_encoder_block_variant(final_norm="norm2"), _encoder_block_variant(final_norm="norm1")),
+    ),
 )
 
 
@@ -267,6 +338,13 @@ def _triangle(kind: str, offset: int):
     def mask(T, n_past=0):
         ones = torch.ones(T, n_past + T, dtype=torch.bool)
         return ones.tril(diagonal=n_past + offset) if kind == "tril" else ones.triu(diagonal=n_past + offset)
+    return mask
+
+
+def _mirrored(dim: int):
+    """The right mask flipped along ``dim``: left to right (-1) or upside down (0)."""
+    def mask(T, n_past=0):
+        return _causal_mask_reference(T, n_past).flip(dim)
     return mask
 
 
@@ -331,6 +409,16 @@ _CAUSAL_MASK_MISTAKES = (
         "see every cached key and the new ones up to itself: tril(diagonal=n_past), or j <= n_past + i.",
         same_output_as(lambda T, n_past=0: torch.ones(T, n_past + T, dtype=torch.bool).tril()),
     ),
+    Mistake(
+        "the diagonal is one column too far right, so each position also sees the next one. New position i "
+        "may see keys 0 .. n_past + i: tril(diagonal=n_past), not tril(diagonal=n_past + 1).",
+        same_output_as(_triangle("tril", 1)),
+    ),
+    Mistake(
+        "the mask is mirrored: True must fill the lower-left triangle, keys 0 .. n_past + i on row i. "
+        "Return torch.ones(T, n_past + T, dtype=torch.bool).tril(diagonal=n_past) as it is, without flipping it.",
+        same_output_as_any_of(_mirrored(-1), _mirrored(0)),
+    ),
 )
 
 
@@ -356,15 +444,23 @@ def check_causal_mask(learner_fn: Any) -> CheckResult:
 # ---------------------------------------------------------------------------
 
 
-def _attend(queries_from, keys_from, w_q, w_k, w_v, mask=None, scale=True):
-    """Single-head attention with explicit projections; ``mask`` (..., Tq, Tk) True = may attend."""
+def _attend(queries_from, keys_from, w_q, w_k, w_v, mask=None, scale=True, scale_size=None, softmax_dim=-1,
+            mask_after_softmax=False):
+    """Single-head attention with explicit projections; ``mask`` (..., Tq, Tk) True = may attend.
+
+    The other knobs turn known mistakes on: ``scale_size`` the size whose square root divides the scores
+    (d_k when None), ``softmax_dim`` the dimension the weights sum to 1 over, ``mask_after_softmax`` zeroes
+    the masked weights after the softmax instead of hiding their scores before it.
+    """
     q, k, v = queries_from @ w_q, keys_from @ w_k, keys_from @ w_v
     scores = q @ k.transpose(-2, -1)
     if scale:
-        scores = scores / math.sqrt(w_q.shape[-1])
-    if mask is not None:
+        scores = scores / math.sqrt(w_q.shape[-1] if scale_size is None else scale_size)
+    if mask is not None and not mask_after_softmax:
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores, dim=softmax_dim)
+    if mask is not None and mask_after_softmax:
+        weights = weights.masked_fill(~mask, 0.0)
     return weights @ v, weights
 
 
@@ -402,6 +498,35 @@ def _ignoring_encoder_mask(decoder_states, encoder_states, w_q, w_k, w_v, encode
 
 def _unscaled(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
     return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask), scale=False)
+
+
+def _inverted_encoder_mask(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    """encoder_mask read as True = padding: only the padded source positions are attended to."""
+    mask = _source_mask(encoder_mask)
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, None if mask is None else ~mask)
+
+
+def _scaled_by_d_model(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    """The scores divided by sqrt(d_model) instead of sqrt(d_k)."""
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask),
+                   scale_size=decoder_states.shape[-1])
+
+
+def _scaled_by_d_v(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    """The scores divided by sqrt(d_v) instead of sqrt(d_k)."""
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask),
+                   scale_size=w_v.shape[-1])
+
+
+def _softmax_over_targets(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    """The softmax over the target positions (dim=-2): each source position's weights sum to 1."""
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask), softmax_dim=-2)
+
+
+def _masked_after_softmax(decoder_states, encoder_states, w_q, w_k, w_v, encoder_mask=None):
+    """The padded weights zeroed after the softmax: rows whose source has padding no longer sum to 1."""
+    return _attend(decoder_states, encoder_states, w_q, w_k, w_v, _source_mask(encoder_mask),
+                   mask_after_softmax=True)
 
 
 def _cross_attention_case(description, B, Tt, Ts, padding=None, seed=0):
@@ -463,6 +588,26 @@ _CROSS_ATTENTION_MISTAKES = (
     Mistake(
         "the scores are not scaled: divide q @ k^T by sqrt(d_k), with d_k = w_q.shape[-1].",
         same_output_as(_unscaled),
+    ),
+    Mistake(
+        "encoder_mask is inverted: True marks a real source token, one that may be attended to, so hide the "
+        "positions where it is False: scores.masked_fill(~encoder_mask[:, None, :], float(\"-inf\")).",
+        same_output_as(_inverted_encoder_mask),
+    ),
+    Mistake(
+        "the scores were divided by the square root of the wrong size: d_k is the size of a query and a key, "
+        "w_q.shape[-1], not d_model (decoder_states.shape[-1]) or d_v (w_v.shape[-1]).",
+        same_output_as_any_of(_scaled_by_d_model, _scaled_by_d_v),
+    ),
+    Mistake(
+        "the softmax ran over the target positions: each target position's weights over the source must "
+        "sum to 1, so take the softmax over the last dimension, scores.softmax(dim=-1).",
+        same_output_as(_softmax_over_targets),
+    ),
+    Mistake(
+        "the padded positions were zeroed after the softmax, so the remaining weights no longer sum to 1. "
+        "Hide them before it: set their scores to -inf, then take the softmax.",
+        same_output_as(_masked_after_softmax),
     ),
 )
 

@@ -45,7 +45,13 @@ def test_correct_mean_pools_pass(mean_pool):
     (lambda hidden, mask: hidden[:, 0], "[CLS] pooling"),
     (lambda hidden, mask: (hidden * mask[..., None]).mean(dim=-1), "the mean ran over the features"),
     (lambda hidden, mask: hidden[mask.bool()].mean(dim=0), "one vector for the whole batch"),
-], ids=["padding", "divided-by-T", "sum", "cls", "features", "whole-batch"])
+    (lambda hidden, mask: (hidden * mask[..., None]).sum(1) / mask.sum(), "real tokens of the whole batch"),
+    (lambda hidden, mask: hidden.max(dim=1).values, "max pooling"),
+    (lambda hidden, mask: hidden.masked_fill(mask[..., None] == 0, -1e9).amax(dim=1), "max pooling"),
+    (lambda hidden, mask: hidden[torch.arange(len(hidden)), mask.sum(dim=1) - 1], "last-token pooling"),
+    (lambda hidden, mask: hidden[:, -1], "last-token pooling"),
+], ids=["padding", "divided-by-T", "sum", "cls", "features", "whole-batch", "batch-count", "max", "masked-max",
+        "last-real-token", "last-position"])
 def test_mean_pool_mistakes_fail_with_their_hint(mean_pool, words_of_the_hint):
     assert_fails_with_hint(check_mean_pool(mean_pool), words_of_the_hint)
 

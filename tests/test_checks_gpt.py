@@ -73,13 +73,22 @@ def forward_without(part):
         x = body.token_embedding(input_ids)
         if part == "scaled":
             x = x * math.sqrt(model.config.d_model)
-        if part != "positions":
+        T = input_ids.shape[1]
+        if part == "positions from the ids":
+            x = x + body.position.embedding(input_ids)
+        elif part == "positions from 1":
+            x = x + body.position.embedding(torch.arange(1, T + 1))
+        elif part != "positions":
             x = body.position(x)
+        if part == "positions twice":
+            x = x + body.position.embedding(torch.arange(T))
         blocks = {"reversed": list(body.blocks)[::-1], "last block": body.blocks[-1:],
                   "first block": body.blocks[:1]}.get(part, body.blocks)
         for block in blocks:
             x = block(x)
-        if part != "final norm":
+            if part.startswith("norm after every block"):
+                x = body.final_norm(x)
+        if part not in ("final norm", "norm after every block"):
             x = body.final_norm(x)
         if part == "head":
             return x
@@ -98,6 +107,11 @@ def forward_without(part):
     ("first block", "every block must run"),
     ("softmax", "not logits"),
     ("log_softmax", "not logits"),
+    ("positions from the ids", "looked up with the token ids"),
+    ("positions from 1", "counted from 1"),
+    ("positions twice", "added twice"),
+    ("norm after every block", "ran after every block"),
+    ("norm after every block and at the end", "ran after every block"),
 ])
 def test_gpt_forward_mistakes_fail_with_their_hint(part, words_of_the_hint):
     assert_fails_with_hint(check_gpt_forward(forward_without(part)), words_of_the_hint)
@@ -200,6 +214,24 @@ def step_new_key_first(q, k, v, past_k, past_v):
     return output, keys, values
 
 
+def step_scaled_by_the_number_of_keys(q, k, v, past_k, past_v):
+    keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    scores = q @ keys.transpose(-2, -1) / math.sqrt(keys.shape[2])
+    return torch.softmax(scores, dim=-1) @ values, keys, values
+
+
+def step_scaled_by_the_past_length(q, k, v, past_k, past_v):
+    keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    scores = q @ keys.transpose(-2, -1) / past_k.shape[2] ** 0.5
+    return torch.softmax(scores, dim=-1) @ values, keys, values
+
+
+def step_returning_the_old_cache(q, k, v, past_k, past_v):
+    keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    output, _ = scaled_dot_product_attention(q, keys, values)
+    return output, past_k, past_v
+
+
 def step_returning_the_output_only(q, k, v, past_k, past_v):
     return step_with_cat_and_softmax(q, k, v, past_k, past_v)[0]
 
@@ -213,7 +245,11 @@ def step_returning_the_output_only(q, k, v, past_k, past_v):
     (step_with_softmax_over_queries, "softmax ran over the wrong dimension"),
     (step_new_key_first, "came before the cached ones"),
     (step_returning_the_output_only, "return three tensors"),
-], ids=["before-appending", "axis-1", "axis-0", "causal-mask", "no-scale", "softmax-dim", "new-first", "one-tensor"])
+    (step_scaled_by_the_number_of_keys, "square root of a length"),
+    (step_scaled_by_the_past_length, "square root of a length"),
+    (step_returning_the_old_cache, "the old cache was returned"),
+], ids=["before-appending", "axis-1", "axis-0", "causal-mask", "no-scale", "softmax-dim", "new-first", "one-tensor",
+        "scaled-by-T+1", "scaled-by-T", "old-cache"])
 def test_kv_cache_step_mistakes_fail_with_their_hint(kv_cache_step, words_of_the_hint):
     assert_fails_with_hint(check_kv_cache_step(kv_cache_step), words_of_the_hint)
 

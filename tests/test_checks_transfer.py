@@ -84,6 +84,21 @@ def log_probabilities(logits, targets):
     return -loss_with_log_softmax_and_gather(logits, targets)
 
 
+def token_0_zeroed(logits, targets):
+    safe_targets = targets.clamp(min=0)
+    losses = -torch.log_softmax(logits, dim=-1).gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    return losses.masked_fill(safe_targets == 0, 0.0)
+
+
+def token_0_zeroed_only(logits, targets):
+    losses = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return torch.where(targets == 0, torch.zeros_like(losses), losses)
+
+
+def label_smoothing(logits, targets):
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", label_smoothing=0.1)
+
+
 @pytest.mark.parametrize(
     "wrong_loss, words_of_the_hint",
     [
@@ -95,8 +110,12 @@ def log_probabilities(logits, targets):
         (log_of_softmax, "underflowed"),
         (softmax_probabilities, "instead of its log"),
         (log_probabilities, "negative"),
+        (token_0_zeroed, "where the target is token 0"),
+        (token_0_zeroed_only, "where the target is token 0"),
+        (label_smoothing, "label smoothing was applied"),
     ],
-    ids=["mean", "sum-per-row", "flat", "transposed", "clamped", "log-of-softmax", "probabilities", "sign"],
+    ids=["mean", "sum-per-row", "flat", "transposed", "clamped", "log-of-softmax", "probabilities", "sign",
+         "token-0-zeroed", "token-0-zeroed-only", "label-smoothing"],
 )
 def test_wrong_per_position_losses_fail_with_their_hint(wrong_loss, words_of_the_hint):
     assert_fails_with_hint(check_per_position_loss(wrong_loss), words_of_the_hint)
@@ -177,6 +196,26 @@ def task_only(task_logits, labels, lm_logits, lm_targets, lm_weight):
     return F.cross_entropy(task_logits, labels)
 
 
+def shifted_the_wrong_way(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    lm = F.cross_entropy(lm_logits[:, 1:].flatten(0, 1), lm_targets[:, :-1].flatten())
+    return F.cross_entropy(task_logits, labels) + lm_weight * lm
+
+
+def mean_of_row_means(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    losses = F.cross_entropy(lm_logits.transpose(1, 2), lm_targets, reduction="none")  # (B, T), 0 at padding
+    row_means = losses.sum(dim=1) / (lm_targets != -100).sum(dim=1)
+    return F.cross_entropy(task_logits, labels) + lm_weight * row_means.mean()
+
+
+def lm_loss_summed(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    lm = F.cross_entropy(lm_logits.flatten(0, 1), lm_targets.flatten(), ignore_index=-100, reduction="sum")
+    return F.cross_entropy(task_logits, labels) + lm_weight * lm
+
+
+def task_loss_summed(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    return F.cross_entropy(task_logits, labels, reduction="sum") + lm_weight * lm_loss(lm_logits, lm_targets)
+
+
 @pytest.mark.parametrize(
     "wrong_loss, words_of_the_hint",
     [
@@ -187,8 +226,13 @@ def task_only(task_logits, labels, lm_logits, lm_targets, lm_weight):
         (padding_in_the_average, "padding was counted"),
         (no_weight, "lm_weight was not used"),
         (task_only, "language-modelling loss is missing"),
+        (shifted_the_wrong_way, "shifted the wrong way"),
+        (mean_of_row_means, "mean of per-row means"),
+        (lm_loss_summed, "language-modelling loss was summed"),
+        (task_loss_summed, "task loss was summed"),
     ],
-    ids=["weight-on-task", "convex", "shifted", "padding-token-0", "padding-in-mean", "no-weight", "task-only"],
+    ids=["weight-on-task", "convex", "shifted", "padding-token-0", "padding-in-mean", "no-weight", "task-only",
+         "shifted-wrong-way", "row-means", "lm-summed", "task-summed"],
 )
 def test_wrong_finetune_losses_fail_with_their_hint(wrong_loss, words_of_the_hint):
     assert_fails_with_hint(check_gpt_finetune_loss(wrong_loss), words_of_the_hint)

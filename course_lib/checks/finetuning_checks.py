@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, same_output_as,
+                                        same_output_as_any_of)
 from course_lib.models import BERT, ClassificationHead, TransformerConfig
 
 # ---------------------------------------------------------------------------
@@ -42,6 +43,30 @@ def _sum_only(hidden, attention_mask):
 
 def _first_position(hidden, attention_mask):
     return hidden[:, 0]
+
+
+def _divided_by_the_batch_count(hidden, attention_mask):
+    """The masked sum of each row divided by the number of real tokens of the whole batch."""
+    real = attention_mask.to(hidden.dtype)[..., None]
+    return (hidden * real).sum(dim=1) / real.sum()
+
+
+def _max_pool(hidden, attention_mask):
+    return hidden.max(dim=1).values
+
+
+def _masked_max_pool(hidden, attention_mask):
+    """The largest value of each feature over the real tokens only."""
+    return hidden.masked_fill(~attention_mask.bool()[..., None], float("-inf")).max(dim=1).values
+
+
+def _last_real_token(hidden, attention_mask):
+    lengths = attention_mask.long().sum(dim=1)
+    return hidden[torch.arange(hidden.shape[0]), lengths - 1]
+
+
+def _last_position(hidden, attention_mask):
+    return hidden[:, -1]
 
 
 def _shape_is(shape: Callable[[torch.Tensor], tuple]) -> Callable[[Any, Case], bool]:
@@ -75,6 +100,15 @@ _POOL_MISTAKES = (
             same_output_as(_sum_only)),
     Mistake("this is the vector of the first position ([CLS] pooling); the exercise asks for the mean over all "
             "real positions.", same_output_as(_first_position)),
+    Mistake("the masked sum was divided by the number of real tokens of the whole batch; divide each story by its "
+            "own count, attention_mask.sum(dim=1, keepdim=True), shape (B, 1).",
+            same_output_as(_divided_by_the_batch_count)),
+    Mistake("this is max pooling, the largest value of each feature; the exercise asks for the mean over the real "
+            "tokens: (hidden * mask).sum(dim=1) / mask.sum(dim=1), with the mask shaped (B, T, 1).",
+            same_output_as_any_of(_max_pool, _masked_max_pool)),
+    Mistake("this is the vector of one position, the last (GPT-style last-token pooling); the exercise asks for "
+            "the mean over all real positions: (hidden * mask).sum(dim=1) / mask.sum(dim=1).",
+            same_output_as_any_of(_last_real_token, _last_position)),
     Mistake("the answer has one value per position, shape (B, T): the mean ran over the features. Average over "
             "the positions, dim=1, to keep one d-dimensional vector per story.",
             _shape_is(lambda hidden: tuple(hidden.shape[:2]))),

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, describe_difference, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, describe_difference,
+                                        same_output_as, same_output_as_any_of)
 from course_lib.models import GPT, TransformerBody, TransformerConfig
 
 # ---------------------------------------------------------------------------
@@ -75,7 +76,8 @@ def _gpt_forward_reference(model: GPT, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _gpt_variant(*, positions: bool = True, scale_embeddings: bool = False, final_norm: bool = True,
-                 blocks: Callable[[list], list] = lambda blocks: blocks) -> Callable:
+                 blocks: Callable[[list], list] = lambda blocks: blocks, position_ids: str = "0..T-1",
+                 positions_twice: bool = False, norm_after_every_block: bool = False) -> Callable:
     """GPT's forward pass with one part left out or changed: one known mistake per setting."""
 
     @torch.no_grad()
@@ -85,9 +87,15 @@ def _gpt_variant(*, positions: bool = True, scale_embeddings: bool = False, fina
         if scale_embeddings:
             x = x * math.sqrt(model.config.d_model)
         if positions:
+            T = input_ids.shape[1]
+            looked_up = {"0..T-1": torch.arange(T), "1..T": torch.arange(1, T + 1), "token ids": input_ids}
+            x = x + body.position.embedding(looked_up[position_ids])
+        if positions_twice:
             x = body.position(x)
         for block in blocks(list(body.blocks)):
             x = block(x)
+            if norm_after_every_block:
+                x = body.final_norm(x)
         if final_norm:
             x = body.final_norm(x)
         return model.lm_head(x)
@@ -135,6 +143,19 @@ _GPT_FORWARD_MISTAKES = (
     Mistake("the positions are missing: add them to the token embeddings, x = model.body.position(x) (or add "
             "model.body.position.embedding(torch.arange(T))). Without them GPT reads a bag of tokens.",
             same_output_as(_gpt_variant(positions=False))),
+    Mistake("the positions were looked up with the token ids: position t's vector is row t of the table, "
+            "model.body.position.embedding(torch.arange(T)), whatever the token there (or simply "
+            "x = model.body.position(x)).",
+            same_output_as(_gpt_variant(position_ids="token ids"))),
+    Mistake("the positions were counted from 1: the first token is at position 0. Use torch.arange(T), not "
+            "torch.arange(1, T + 1) (x = model.body.position(x) counts from 0).",
+            same_output_as(_gpt_variant(position_ids="1..T"))),
+    Mistake("the positions were added twice: x = model.body.position(x) already returns the token embeddings "
+            "plus the positions, so add them once.", same_output_as(_gpt_variant(positions_twice=True))),
+    Mistake("the final layer norm ran after every block: the blocks must pass the raw residual stream to each "
+            "other. Apply model.body.final_norm once, after the loop over the blocks.",
+            same_output_as_any_of(_gpt_variant(norm_after_every_block=True, final_norm=False),
+                                  _gpt_variant(norm_after_every_block=True))),
     Mistake("the token embeddings were multiplied by sqrt(d_model), as in the original transformer paper; "
             "GPT adds the positions to the embeddings as they are.",
             same_output_as(_gpt_variant(scale_embeddings=True))),
@@ -187,17 +208,26 @@ def _kv_cache_step_reference(q, k, v, past_k, past_v):
 
 
 def _kv_variant(*, scale: bool = True, softmax_dim: int = -1, first_key_only: bool = False,
-                new_first: bool = False, before_appending: bool = False) -> Callable:
-    """One cached attention step with one known mistake switched on."""
+                new_first: bool = False, before_appending: bool = False, old_cache: bool = False,
+                scaled_by_length: int | None = None) -> Callable:
+    """One cached attention step with one known mistake switched on.
+
+    ``scaled_by_length`` divides the scores by the square root of a length instead of sqrt(d): the number of
+    keys plus ``scaled_by_length`` (0 for T + 1, -1 for T).
+    """
 
     def step(q, k, v, past_k, past_v):
         first, second = ((k, past_k), (v, past_v)) if new_first else ((past_k, k), (past_v, v))
         keys, values = torch.cat(first, dim=-2), torch.cat(second, dim=-2)
         if before_appending:
             return _attend(q, past_k, past_v), keys, values
+        if scaled_by_length is not None:
+            scores = q @ keys.transpose(-2, -1) / math.sqrt(keys.shape[-2] + scaled_by_length)
+            return torch.softmax(scores, dim=-1) @ values, keys, values
         # The first row of a causal mask: the one query may see the first key only.
         mask = torch.ones(1, keys.shape[-2], dtype=torch.bool).tril() if first_key_only else None
-        return _attend(q, keys, values, scale=scale, softmax_dim=softmax_dim, mask=mask), keys, values
+        output = _attend(q, keys, values, scale=scale, softmax_dim=softmax_dim, mask=mask)
+        return (output, past_k, past_v) if old_cache else (output, keys, values)
 
     return step
 
@@ -250,6 +280,12 @@ _KV_MISTAKES = (
             same_output_as(_kv_variant(first_key_only=True))),
     Mistake("the scores were not scaled: divide q @ keys^T by sqrt(d), the last dimension of q.",
             same_output_as(_kv_variant(scale=False))),
+    Mistake("the scores were divided by the square root of a length (the number of keys): the scale is sqrt(d), "
+            "the size of each query and key vector, math.sqrt(q.shape[-1]).",
+            same_output_as_any_of(_kv_variant(scaled_by_length=0), _kv_variant(scaled_by_length=-1))),
+    Mistake("the old cache was returned: return the keys and values with the new ones appended, (output, keys, "
+            "values) with keys = torch.cat([past_k, k], dim=-2), or the next step forgets this token.",
+            same_output_as(_kv_variant(old_cache=True))),
     Mistake("the softmax ran over the wrong dimension: the weights of the one query over the T + 1 keys must sum "
             "to 1, so take it over the last dimension of the (B, H, 1, T + 1) scores.",
             same_output_as(_kv_variant(softmax_dim=-2))),

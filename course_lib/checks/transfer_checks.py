@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, contains_nan_or_inf, same_output_as
+from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, contains_nan_or_inf,
+                                        same_output_as, same_output_as_any_of)
 from course_lib.objectives import IGNORE_INDEX, gpt_finetune_loss, per_position_loss
 
 _GENERATOR = torch.Generator().manual_seed(7)
@@ -59,6 +60,26 @@ def _loss_with_clamped_targets(logits: torch.Tensor, targets: torch.Tensor) -> t
 
 def _log_probability_not_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -per_position_loss(logits, targets)
+
+
+def _zero_where_target_is_token_0(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The loss set to 0 where the target is token 0 (a real token), -100 scored as token 0."""
+    return per_position_loss(logits, targets.clamp(min=0)).masked_fill(targets == 0, 0.0)
+
+
+def _zero_where_clamped_target_is_0(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-100 replaced by 0 first, then the loss set to 0 wherever the target is now 0: token 0 loses its loss too."""
+    return per_position_loss(logits, targets).masked_fill(targets == 0, 0.0)
+
+
+def _smoothed(label_smoothing: float):
+    """The cross-entropy with label smoothing: part of the target's weight spread over every token."""
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none",
+                               label_smoothing=label_smoothing)
+
+    return loss
 
 
 def _nonzero_where_ignored(received: Any, case: Case) -> bool:
@@ -116,6 +137,12 @@ _PER_POSITION_MISTAKES = (
             "-log p(target). Use torch.log_softmax, not torch.softmax.", same_output_as(_loss_of_probabilities)),
     Mistake("the values are the log-probabilities of the targets, which are negative: the loss is their "
             "negative, -log p(target).", same_output_as(_log_probability_not_loss)),
+    Mistake("the loss was set to 0 where the target is token 0, a real token the model must predict; the "
+            "positions to zero are those whose target is -100: losses.masked_fill(targets == -100, 0.0).",
+            same_output_as_any_of(_zero_where_target_is_token_0, _zero_where_clamped_target_is_0)),
+    Mistake("label smoothing was applied: the exercise asks for the plain cross-entropy, -log p(target). "
+            "Leave out label_smoothing (it is a training trick, not the loss we measure).",
+            same_output_as_any_of(*(_smoothed(eps) for eps in (0.1, 0.05, 0.2)))),
 )
 
 
@@ -173,6 +200,28 @@ def _targets_shifted_again(task_logits, labels, lm_logits, lm_targets, lm_weight
     return F.cross_entropy(task_logits, labels) + lm_weight * lm
 
 
+def _targets_shifted_the_wrong_way(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    """The logits of positions 1.. scored against the targets of positions ..T-2: each one a step behind."""
+    lm = _lm_loss(lm_logits[:, 1:], lm_targets[:, :-1])
+    return F.cross_entropy(task_logits, labels) + lm_weight * lm
+
+
+def _mean_of_row_means(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    """The language-modelling loss averaged in each row over its real tokens, then over the rows."""
+    real = (lm_targets != IGNORE_INDEX).sum(dim=1)
+    lm = (per_position_loss(lm_logits, lm_targets).sum(dim=1) / real).mean()
+    return F.cross_entropy(task_logits, labels) + lm_weight * lm
+
+
+def _lm_loss_summed(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    lm = per_position_loss(lm_logits, lm_targets).sum()
+    return F.cross_entropy(task_logits, labels) + lm_weight * lm
+
+
+def _task_loss_summed(task_logits, labels, lm_logits, lm_targets, lm_weight):
+    return F.cross_entropy(task_logits, labels, reduction="sum") + lm_weight * _lm_loss(lm_logits, lm_targets)
+
+
 def _lm_loss(lm_logits: torch.Tensor, lm_targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(lm_logits.flatten(0, 1), lm_targets.flatten(), ignore_index=IGNORE_INDEX)
 
@@ -205,6 +254,16 @@ _FINETUNE_MISTAKES = (
     Mistake("padding was counted in the language-modelling loss: average over the positions whose target "
             "is not -100 only (F.cross_entropy(..., ignore_index=-100) does it).",
             same_output_as(_padding_in_the_average)),
+    Mistake("the targets were shifted the wrong way: lm_logits[:, 1:] against lm_targets[:, :-1] scores each "
+            "position against the token before it. The targets are already aligned: score lm_logits against "
+            "lm_targets as they are.", same_output_as(_targets_shifted_the_wrong_way)),
+    Mistake("the language-modelling loss is a mean of per-row means, so a short row's tokens weigh more: take one "
+            "mean over every real token of the batch, F.cross_entropy(lm_logits.flatten(0, 1), "
+            "lm_targets.flatten(), ignore_index=-100).", same_output_as(_mean_of_row_means)),
+    Mistake("the language-modelling loss was summed over the tokens; average it over the real tokens (the "
+            "default reduction='mean' of F.cross_entropy with ignore_index=-100).", same_output_as(_lm_loss_summed)),
+    Mistake("the task loss was summed over the batch; average it, F.cross_entropy(task_logits, labels) with its "
+            "default reduction='mean'.", same_output_as(_task_loss_summed)),
     Mistake("lm_weight was not used: the language-modelling loss is multiplied by it.", same_output_as(_no_weight)),
     Mistake("the language-modelling loss is missing: add lm_weight times the next-token cross-entropy of "
             "lm_logits against lm_targets.", same_output_as(_task_only)),

@@ -12,16 +12,14 @@ from course_lib.checks.softmax_checks import check_softmax
 from course_lib.checks.attention_checks import (
     check_attention_scores, check_scaled_dot_product_attention, check_split_heads,
 )
-from course_lib.checks.transformer_checks import (
-    check_causal_mask, check_cross_attention, check_encoder_block_forward, check_layer_norm,
-)
+from course_lib.checks.transformer_checks import check_encoder_block_forward, check_layer_norm
 from course_lib.checks.transfer_checks import check_gpt_finetune_loss, check_per_position_loss
 from course_lib.checks.asking_checks import check_best_span, check_verbalizer_logits
 from course_lib.checks.alignment_checks import check_dpo_loss, check_preference_loss, check_sequence_log_prob
 from course_lib.checks.pretraining_checks import check_fill_masks, check_mask_tokens
 from course_lib.checks.generation_checks import check_generate_greedy, check_sample_next_token
 from course_lib.checks.position_checks import check_shift_matrix, check_sinusoidal_positional_encoding
-from course_lib.checks.decoder_checks import check_decoder_block_forward
+from course_lib.checks.decoder_checks import check_causal_mask, check_cross_attention, check_decoder_block_forward
 from course_lib.checks.training_checks import check_training_step
 from course_lib.checks.gpt_checks import check_gpt_forward, check_kv_cache_step
 from course_lib.checks.scoring_checks import check_gpt_sentence_score, check_pseudo_log_likelihood

@@ -17,7 +17,7 @@ cases are built so that the mistakes cannot be confused:
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

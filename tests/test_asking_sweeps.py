@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from course_lib.lab import asking_sweeps
-from course_lib.lab.asking_sweeps import RESULTS_PATH, load_results, plot_sweep, summary
+from course_lib.lab.asking import sweeps as asking_sweeps
+from course_lib.lab.asking.sweeps import RESULTS_PATH, load_results, plot_sweep, summary
 
 
 def test_a_recorded_run_is_not_measured_again(tmp_path):

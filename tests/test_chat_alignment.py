@@ -4,16 +4,16 @@ import math
 import pytest
 import torch
 
-from course_lib.lab.chat import CHAT_TABLE_KEYS, ChatQuestions, chat_table
-from course_lib.lab.chat_data import RUDE_ANSWER, Comparison, chat_questions, collect_comparisons, encode_answers
-from course_lib.lab.chat_sft import SFTRecipe, load_chat_checkpoint, make_chat_sft, make_chat_writer, \
+from course_lib.lab.chat.pipeline import CHAT_TABLE_KEYS, ChatQuestions, chat_table
+from course_lib.lab.chat.data import RUDE_ANSWER, Comparison, chat_questions, collect_comparisons, encode_answers
+from course_lib.lab.chat.sft import SFTRecipe, load_chat_checkpoint, make_chat_sft, make_chat_writer, \
     save_chat_checkpoint
-from course_lib.lab.dpo import DPORecipe, dpo
-from course_lib.lab.reward_model import (
+from course_lib.lab.chat.dpo import DPORecipe, dpo
+from course_lib.lab.chat.reward_model import (
     RewardModel, RewardRecipe, accuracy_by_kind, load_reward_model, reward_accuracy, rewards, save_reward_model,
     train_reward_model, truly_better,
 )
-from course_lib.lab.rlhf import RLHFRecipe, rlhf
+from course_lib.lab.chat.rlhf import RLHFRecipe, rlhf
 
 from tiny_checkpoints import checkpoints, data  # noqa: F401 (shared fixtures)
 

@@ -2,10 +2,10 @@
 import pytest
 
 from course_lib.hub import CHECKPOINT_DIR
-from course_lib.lab.chat_data import RUDE_ANSWER, chat_questions, judge_model
-from course_lib.lab.chat_sft import load_chat_checkpoint
-from course_lib.lab.questions import QuestionData
-from course_lib.lab.reward_model import load_reward_model, rewards
+from course_lib.lab.chat.data import RUDE_ANSWER, chat_questions, judge_model
+from course_lib.lab.chat.sft import load_chat_checkpoint
+from course_lib.lab.asking.questions import QuestionData
+from course_lib.lab.chat.reward_model import load_reward_model, rewards
 from course_lib.tools.cli import build_parser
 
 pytestmark = pytest.mark.skipif(not (CHECKPOINT_DIR / "chat-sft" / "model.pt").exists(), reason="chat-sft not made")

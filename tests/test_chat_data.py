@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.lab.chat_data import (
+from course_lib.lab.chat.data import (
     MAX_ANSWER_TOKENS, RUDE_ANSWER, Comparison, answer_log_probs, chat_questions, collect_comparisons, compare,
     comparison_kinds, encode_answers, flawed_answers, judge, judge_model, judged_rates, kl_from_reference,
     sample_answers,
 )
-from course_lib.lab.chat_sft import make_chat_writer
-from course_lib.lab.instruction import prompt_tokens
+from course_lib.lab.chat.sft import make_chat_writer
+from course_lib.lab.asking.instruction import prompt_tokens
 
 from tiny_checkpoints import checkpoints, data  # noqa: F401 (shared fixtures)
 

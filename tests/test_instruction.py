@@ -4,11 +4,11 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.generation import generate
-from course_lib.lab.instruction import (
+from course_lib.lab.asking.instruction import (
     SFT_LEARNING_RATES, SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples,
     finetune_writer, make_writer, prompt_tokens, sft_recipe, sft_table, write_answers,
 )
-from course_lib.lab.questions import QuestionData
+from course_lib.lab.asking.questions import QuestionData
 
 from tiny_checkpoints import QUICK, checkpoints, data  # noqa: F401 (shared fixtures)
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from course_lib.answers import verbalizer_logits
 from course_lib.lab.finetuning import CoherenceData, FinetuneRecipe
-from course_lib.lab.prompting import (
+from course_lib.lab.asking.prompting import (
     Prompt, PromptClassifier, encode_prompts, finetune_prompt, make_prompt_classifier, prompt_accuracy, prompt_full,
     prompt_loss,
 )

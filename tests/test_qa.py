@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.answers import best_span
-from course_lib.lab.qa import (
+from course_lib.lab.asking.qa import (
     METHODS, QA_TABLE_KEYS, SpanQA, encode_questions, evaluate_qa, finetune_qa, make_qa_model, qa_table, span_loss,
     span_scores, token_f1,
 )
-from course_lib.lab.questions import QuestionData
+from course_lib.lab.asking.questions import QuestionData
 from course_lib.tokenizer import SEP
 
 from tiny_checkpoints import QUICK, checkpoints, data  # noqa: F401 (shared fixtures)

@@ -2,7 +2,7 @@
 import pytest
 
 from course_lib.corpus import ACTIVITY, COMPANION, PLACE, TIME, default_world
-from course_lib.lab.questions import EXTRA_TOKENS, KINDS, MAX_LEN, QuestionData, questions_about
+from course_lib.lab.asking.questions import EXTRA_TOKENS, KINDS, MAX_LEN, QuestionData, questions_about
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from course_lib.hub import load_pretrained
-from course_lib.lab.vocabulary import add_words, grow_tokenizer
+from course_lib.lab.asking.vocabulary import add_words, grow_tokenizer
 
 from tiny_checkpoints import save_tiny_checkpoints
 

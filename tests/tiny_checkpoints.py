@@ -8,7 +8,7 @@ import torch
 
 from course_lib.hub import save_pretrained
 from course_lib.lab.finetuning import FinetuneRecipe
-from course_lib.lab.questions import QuestionData
+from course_lib.lab.asking.questions import QuestionData
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.tokenizer import Tokenizer
 

@@ -11,6 +11,8 @@ and let a learner explore them with widgets:
     explorers     ipywidgets over plain functions, and their base class (05, 06)
     comparison    BERT and GPT position by position (07)
     finetuning    transfer-learning experiments (08)
+    asking/       asking a pretrained model: questions, extractive QA, prompts, instruction tuning (09)
+    chat/         from GPT to ChatGPT: comparisons, reward model, RLHF, DPO (10)
     viz           every figure of the course, and the attention explorer (01)
     drawing       the diagrams' palette, style and drawing primitives
     diagrams      the architecture diagrams (SVG files in notebooks/figures/)

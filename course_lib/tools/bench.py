@@ -12,11 +12,11 @@
 * Generation speed with and without the key/value cache.
 * Fine-tuning the shipped checkpoints on the coherence task with 256 labels
   (``finetuning.finetune_table``), and through BERT's masked-LM head
-  (``prompting.prompt_full``).
+  (``asking.prompting.prompt_full``).
 * Notebook 09's ways of asking: BERT's extractive question answering
-  (``qa.qa_table``) and GPT's instruction tuning (``instruction.sft_table``).
+  (``asking.qa.qa_table``) and GPT's instruction tuning (``asking.instruction.sft_table``).
 * Notebook 10's alignment: the flawed starting model, the reward model, RLHF
-  and DPO, each judged exactly (``chat.chat_table``).
+  and DPO, each judged exactly (``chat.pipeline.chat_table``).
 """
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from course_lib.lab.chat import CHAT_COMPARISONS, chat_table
+from course_lib.lab.chat.pipeline import CHAT_COMPARISONS, chat_table
 from course_lib.lab.finetuning import finetune_table
-from course_lib.lab.instruction import SFT_BENCH_EXAMPLES, sft_table
-from course_lib.lab.prompting import prompt_full
-from course_lib.lab.qa import QA_BENCH_LABELS, qa_table
+from course_lib.lab.asking.instruction import SFT_BENCH_EXAMPLES, sft_table
+from course_lib.lab.asking.prompting import prompt_full
+from course_lib.lab.asking.qa import QA_BENCH_LABELS, qa_table
 from course_lib.generation import generate
 from course_lib.models import BERT, GPT, TransformerConfig
 from course_lib.lab.pretraining import (

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     if args.name.startswith("chat-"):
-        from course_lib.lab.chat import remake_checkpoint as pretrain
+        from course_lib.lab.chat.pipeline import remake_checkpoint as pretrain
     else:
         from course_lib.lab.pretraining import pretrain
 

@@ -18,7 +18,7 @@ The answer is always a span of the story's tokens, so BERT can point at it
 and GPT can write it. A question is only asked when it has exactly one
 answer: the place or activity it names occurs once in the story. The
 question words ("where", "did", "go", "?", ...) are not in the story
-world's vocabulary: the models learn them as new words (``lab.vocabulary``).
+world's vocabulary: the models learn them as new words (``lab.asking.vocabulary``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ KINDS = ("where_next", "where_to", "what", "who", "when")
 # The words questions use that stories never do; the rest (names, places, "after", "the", ...) are story words.
 QUESTION_WORDS = ("where", "what", "who", "when", "did", "go", "do", "?")
 # Both models read at most 64 positions: BERT's "[CLS] question [SEP] story [SEP]" and GPT's longer
-# "[BOS] story question : ... ? answer : ... . [EOS]" (lab.instruction), which adds 7 tokens to the three parts.
+# "[BOS] story question : ... ? answer : ... . [EOS]" (lab.asking.instruction), which adds 7 tokens to the three parts.
 MAX_LEN = 64
 EXTRA_TOKENS = 7
 

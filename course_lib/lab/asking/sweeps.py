@@ -5,9 +5,9 @@ Notebook 09 runs one setting of each experiment live and plots the rest from
 data-efficiency curve from the same file (sweep ``transfer``). To recompute it (about
 two hours on a 2-core CPU)::
 
-    python -m course_lib.lab.asking_sweeps                  # every sweep
-    python -m course_lib.lab.asking_sweeps prompting        # some of them: prompting, transfer, qa, sft, held_out
-    python -m course_lib.lab.asking_sweeps qa=256,1024 sft  # qa at two of its sizes only, then sft
+    python -m course_lib.lab.asking.sweeps                  # every sweep
+    python -m course_lib.lab.asking.sweeps prompting        # some of them: prompting, transfer, qa, sft, held_out
+    python -m course_lib.lab.asking.sweeps qa=256,1024 sft  # qa at two of its sizes only, then sft
 
 Each run is recorded as soon as it ends, and a run already recorded is not
 run again: an interrupted sweep resumes where it stopped (delete the file,
@@ -27,12 +27,12 @@ import torch
 from matplotlib.axes import Axes
 
 from course_lib.lab.finetuning import CoherenceData, FinetuneRecipe, finetune
-from course_lib.lab.instruction import accuracy_by_kind, finetune_writer, sft_recipe
-from course_lib.lab.prompting import PROMPT_RECIPE, finetune_prompt
-from course_lib.lab.qa import METHODS as QA_METHODS, QA_RECIPE, finetune_qa
-from course_lib.lab.questions import KINDS, QuestionData
+from course_lib.lab.asking.instruction import accuracy_by_kind, finetune_writer, sft_recipe
+from course_lib.lab.asking.prompting import PROMPT_RECIPE, finetune_prompt
+from course_lib.lab.asking.qa import METHODS as QA_METHODS, QA_RECIPE, finetune_qa
+from course_lib.lab.asking.questions import KINDS, QuestionData
 
-RESULTS_PATH = Path(__file__).parent / "results" / "09_asking.json"
+RESULTS_PATH = Path(__file__).parents[1] / "results" / "09_asking.json"
 SEEDS = (0, 1, 2)
 PROMPT_SIZES = (32, 128, 256, 512)
 QA_SIZES = (256, 1024, 4096)

@@ -25,9 +25,9 @@ from torch import nn
 
 from course_lib.alignment import preference_loss
 from course_lib.hub import CHECKPOINT_DIR, Pretrained
-from course_lib.lab.chat_data import RANK, VERDICTS, Answer, Comparison, encode_answers, judge
-from course_lib.lab.chat_sft import load_chat_checkpoint, save_chat_checkpoint
-from course_lib.lab.questions import Question
+from course_lib.lab.chat.data import RANK, VERDICTS, Answer, Comparison, encode_answers, judge
+from course_lib.lab.chat.sft import load_chat_checkpoint, save_chat_checkpoint
+from course_lib.lab.asking.questions import Question
 from course_lib.models import GPT, TransformerConfig
 from course_lib.tokenizer import Tokenizer
 from course_lib.training import History, TrainConfig, random_batches, train, trim_padding

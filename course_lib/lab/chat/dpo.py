@@ -18,9 +18,9 @@ from typing import Sequence
 import torch
 
 from course_lib.alignment import dpo_loss
-from course_lib.lab.chat_data import Comparison, answer_log_probs
-from course_lib.lab.instruction import SFTBatch
-from course_lib.lab.reward_model import RewardRecipe, encode_pairs
+from course_lib.lab.chat.data import Comparison, answer_log_probs
+from course_lib.lab.asking.instruction import SFTBatch
+from course_lib.lab.chat.reward_model import RewardRecipe, encode_pairs
 from course_lib.models import GPT
 from course_lib.tokenizer import Tokenizer
 from course_lib.training import History, random_batches, train, trim_padding

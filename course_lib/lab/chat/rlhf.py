@@ -31,9 +31,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from course_lib.lab.chat_data import answer_log_probs, encode_answers, judged_rates, sample_answers
-from course_lib.lab.questions import Question
-from course_lib.lab.reward_model import RewardModel
+from course_lib.lab.chat.data import answer_log_probs, encode_answers, judged_rates, sample_answers
+from course_lib.lab.asking.questions import Question
+from course_lib.lab.chat.reward_model import RewardModel
 from course_lib.models import GPT
 from course_lib.tokenizer import Tokenizer
 from course_lib.training import ProgressBar, TrainConfig, make_optimizer

@@ -1,6 +1,6 @@
 """GPT answers by writing: supervised fine-tuning on questions and answers written as text (notebook 09).
 
-BERT points at an answer in the story (``lab.qa``); GPT can only continue a
+BERT points at an answer in the story (``lab.asking.qa``); GPT can only continue a
 text. So we write each example as one text, the answer at the end::
 
     [BOS] alice went to the cafe ... . question : where did alice go after the cafe ? answer : park . [EOS]
@@ -29,8 +29,8 @@ from torch import nn
 from course_lib.generation import generate
 from course_lib.hub import CHECKPOINT_DIR, load_pretrained
 from course_lib.lab.finetuning import FinetuneRecipe
-from course_lib.lab.questions import KINDS, QUESTION_WORDS, Question, QuestionData
-from course_lib.lab.vocabulary import add_words
+from course_lib.lab.asking.questions import KINDS, QUESTION_WORDS, Question, QuestionData
+from course_lib.lab.asking.vocabulary import add_words
 from course_lib.models import GPT
 from course_lib.objectives import IGNORE_INDEX, next_token_loss, next_token_targets
 from course_lib.tokenizer import BOS, EOS, Tokenizer

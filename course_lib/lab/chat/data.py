@@ -37,8 +37,8 @@ import torch
 
 from course_lib.alignment import sequence_log_prob
 from course_lib.generation import generate, left_pad
-from course_lib.lab.instruction import FORMAT_WORDS, SFTBatch, answer_tokens, prompt_tokens
-from course_lib.lab.questions import QUESTION_WORDS, Question
+from course_lib.lab.asking.instruction import FORMAT_WORDS, SFTBatch, answer_tokens, prompt_tokens
+from course_lib.lab.asking.questions import QUESTION_WORDS, Question
 from course_lib.models import GPT
 from course_lib.tokenizer import EOS, Tokenizer
 from course_lib.utils import check_positive_int, evaluating

@@ -12,7 +12,7 @@ Every model is judged the same way: answers to the test questions sampled at
 temperature 1 (the rude habit is a share of samples, which greedy decoding
 would hide), each called rude, correct or wrong by the exact judge, never
 by the reward model; and its KL from the starting model per answer token
-(``chat_data.kl_from_reference``). ``chat_table`` is ``course bench``'s ``chat``.
+(``data.kl_from_reference``). ``chat_table`` is ``course bench``'s ``chat``.
 
 The questions of each stage are disjoint: the starting model was fine-tuned
 on the first questions of the pool, the labellers compare answers to the
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Sequence
 
 from course_lib.hub import CHECKPOINT_DIR, Pretrained
-from course_lib.lab.chat_data import LABEL_NOISE, Comparison, chat_questions, check_share, collect_comparisons, \
+from course_lib.lab.chat.data import LABEL_NOISE, Comparison, chat_questions, check_share, collect_comparisons, \
     judge_model, kl_from_reference, sample_answers
-from course_lib.lab.chat_sft import CHAT_CHECKPOINTS, CHAT_SFT_RECIPE, load_chat_checkpoint, make_chat_sft
-from course_lib.lab.dpo import DPO_RECIPE, DPORecipe, dpo
-from course_lib.lab.questions import Question, QuestionData
-from course_lib.lab.reward_model import REWARD_RECIPE, RewardModel, RewardRecipe, load_reward_model, \
+from course_lib.lab.chat.sft import CHAT_CHECKPOINTS, CHAT_SFT_RECIPE, load_chat_checkpoint, make_chat_sft
+from course_lib.lab.chat.dpo import DPO_RECIPE, DPORecipe, dpo
+from course_lib.lab.asking.questions import Question, QuestionData
+from course_lib.lab.chat.reward_model import REWARD_RECIPE, RewardModel, RewardRecipe, load_reward_model, \
     reward_accuracy, save_reward_model, train_reward_model
-from course_lib.lab.rlhf import RLHF_RECIPE, RLHFHistory, RLHFRecipe, rlhf
+from course_lib.lab.chat.rlhf import RLHF_RECIPE, RLHFHistory, RLHFRecipe, rlhf
 from course_lib.models import GPT
 from course_lib.tokenizer import Tokenizer
 from course_lib.utils import check_positive_int
@@ -248,10 +248,10 @@ def remake_checkpoint(name: str, steps: int | None = None, progress: bool = True
 
 
 # ---------------------------------------------------------------------------
-# The results notebook 10 plots: `python -m course_lib.lab.chat`
+# The results notebook 10 plots: `python -m course_lib.lab.chat.pipeline`
 # ---------------------------------------------------------------------------
 
-RESULTS_FILE = Path(__file__).parent / "results" / "10_chat.json"
+RESULTS_FILE = Path(__file__).parents[1] / "results" / "10_chat.json"
 
 
 def _judged(judged: Judged) -> dict[str, float]:
@@ -284,11 +284,11 @@ def write_results(path: Path = RESULTS_FILE, directory: Path = CHECKPOINT_DIR, s
 
 
 def load_results(path: Path = RESULTS_FILE) -> dict:
-    """The shipped results of ``write_results`` (``python -m course_lib.lab.chat`` makes them again)."""
+    """The shipped results of ``write_results`` (``python -m course_lib.lab.chat.pipeline`` makes them again)."""
     import json
 
     if not Path(path).exists():
-        raise FileNotFoundError(f"no results at {path}; make them with `python -m course_lib.lab.chat`")
+        raise FileNotFoundError(f"no results at {path}; make them with `python -m course_lib.lab.chat.pipeline`")
     return json.loads(Path(path).read_text())
 
 

@@ -11,7 +11,7 @@ a *pattern* with one ``[MASK]`` and a *verbalizer*, a word per label
 The class scores are the masked-LM logits of the label words at the mask
 (``answers.verbalizer_logits``), and fine-tuning trains BERT with the
 cross-entropy of those two scores: no new layer, the pretrained head reads
-the answer. The label words are new to tiny-bert (``lab.vocabulary``).
+the answer. The label words are new to tiny-bert (``lab.asking.vocabulary``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from course_lib.answers import verbalizer_logits
 from course_lib.corpus import LabeledStory
 from course_lib.hub import CHECKPOINT_DIR, load_pretrained
 from course_lib.lab.finetuning import CoherenceData, FinetuneRecipe
-from course_lib.lab.vocabulary import add_words
+from course_lib.lab.asking.vocabulary import add_words
 from course_lib.models import BERT
 from course_lib.tokenizer import MASK, Tokenizer
 from course_lib.training import History, random_batches, train

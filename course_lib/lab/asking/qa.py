@@ -23,7 +23,7 @@ Three ways to learn it from the same labeled questions, as in notebook 08:
 =====================  =======================================================
 
 The question words are new to tiny-bert; every method gets the same new
-embedding rows (``lab.vocabulary``). With a frozen body they stay as they
+embedding rows (``lab.asking.vocabulary``). With a frozen body they stay as they
 start: the frozen model reads the question through the story words in it.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ from torch import nn
 from course_lib.answers import best_span
 from course_lib.hub import CHECKPOINT_DIR, load_pretrained
 from course_lib.lab.finetuning import FinetuneRecipe
-from course_lib.lab.questions import QUESTION_WORDS, Question, QuestionData
-from course_lib.lab.vocabulary import add_words
+from course_lib.lab.asking.questions import QUESTION_WORDS, Question, QuestionData
+from course_lib.lab.asking.vocabulary import add_words
 from course_lib.models import BERT, ClassificationHead
 from course_lib.tokenizer import CLS, SEP, Tokenizer
 from course_lib.training import History, random_batches, train, trimmed_batches

@@ -1,14 +1,14 @@
 """The starting model of notebook 10: tiny-gpt fine-tuned on the flawed answers, and the chat checkpoints.
 
-Notebook 09's supervised fine-tuning (``lab.instruction``), on answers of
-which a share is rude (``chat_data.flawed_answers``). It trains for a few
+Notebook 09's supervised fine-tuning (``lab.asking.instruction``), on answers of
+which a share is rude (``data.flawed_answers``). It trains for a few
 minutes, longer than a notebook may, so the result ships as the checkpoint
 ``chat-sft``; ``course pretrain chat-sft`` makes it again with
-``CHAT_SFT_RECIPE``. ``chat-reward`` (``lab.reward_model``) ships the same way.
+``CHAT_SFT_RECIPE``. ``chat-reward`` (``lab.chat.reward_model``) ships the same way.
 
 A chat checkpoint has the files of ``hub``'s (model.pt, config.json,
 vocab.json, metrics.json). Its vocabulary is tiny-gpt's with the new words
-appended (``lab.vocabulary``), not sorted, so it is read back here and not
+appended (``lab.asking.vocabulary``), not sorted, so it is read back here and not
 by ``Tokenizer.load``.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from course_lib.hub import CHECKPOINT_DIR, Pretrained, load_pretrained
-from course_lib.lab.chat_data import CHAT_WORDS, RUDE_SHARE, chat_questions, encode_answers, flawed_answers, \
+from course_lib.lab.chat.data import CHAT_WORDS, RUDE_SHARE, chat_questions, encode_answers, flawed_answers, \
     judge_model
-from course_lib.lab.instruction import answer_only_loss
-from course_lib.lab.questions import Question, QuestionData
-from course_lib.lab.vocabulary import add_words
+from course_lib.lab.asking.instruction import answer_only_loss
+from course_lib.lab.asking.questions import Question, QuestionData
+from course_lib.lab.asking.vocabulary import add_words
 from course_lib.models import GPT, TransformerConfig
 from course_lib.tokenizer import SPECIAL_TOKENS, Tokenizer
 from course_lib.training import History, TrainConfig, random_batches, train, trimmed_batches
@@ -120,7 +120,7 @@ def load_chat_checkpoint(name: str, model: nn.Module | None = None, directory: P
     """Load ``chat-sft`` (a GPT) strictly, in eval mode; for another checkpoint pass the empty ``model`` to fill.
 
     ``model`` is built around ``GPT(config)`` by the caller who knows its
-    class: ``lab.reward_model.load_reward_model`` passes a ``RewardModel``.
+    class: ``lab.chat.reward_model.load_reward_model`` passes a ``RewardModel``.
     """
     _check_name(name)
     folder = Path(directory) / name
@@ -150,7 +150,7 @@ def _gpt(model: nn.Module) -> GPT:
 
 
 def _grown_tokenizer(id_to_token: list[str]) -> Tokenizer:
-    """The tokenizer whose ids are exactly ``id_to_token`` (a vocabulary grown by ``lab.vocabulary``)."""
+    """The tokenizer whose ids are exactly ``id_to_token`` (a vocabulary grown by ``lab.asking.vocabulary``)."""
     if list(id_to_token[:len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
         raise ValueError(f"a vocabulary must start with the special tokens {SPECIAL_TOKENS}")
     tokenizer = Tokenizer(id_to_token[len(SPECIAL_TOKENS):])  # checks that every entry is one token

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.notebook import tqdm as notebook_tqdm
 
+from course_lib.threads import FairThreads
 from course_lib.utils import check_positive_int, evaluating
 
 
@@ -167,8 +168,10 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
     history = History()
     start_time = time.perf_counter()
     bar = ProgressBar(config.steps, enabled=progress)
+    fair_threads = FairThreads()  # fewer threads if the machine gets busy during the run
     model.train()
     for step in range(config.steps):
+        fair_threads.check()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         batch = tuple(tensor.to(device) for tensor in next(batches))

@@ -8,12 +8,16 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from course_lib.threads import use_fair_threads_once
+
 
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and PyTorch so that a notebook gives the same numbers on every run.
 
     Returns a fresh ``torch.Generator`` seeded with ``seed`` for code that
-    prefers an explicit generator to the global one.
+    prefers an explicit generator to the global one. Every notebook starts
+    with it, so its first call in a process also sets how many CPU threads
+    PyTorch uses (``course_lib.threads``: as many as the machine has free).
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
@@ -23,6 +27,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     # Same numbers on every run of one machine: ask for deterministic kernels
     # where PyTorch has them, and warn (not fail) where it does not.
     torch.use_deterministic_algorithms(True, warn_only=True)
+    use_fair_threads_once()
     return torch.Generator().manual_seed(seed)
 
 

@@ -194,14 +194,6 @@ def test_python_versions():
     assert too_old.level == FAIL and "make install PYTHON=python3.11" in too_old.fix
 
 
-def test_one_thread_on_a_multicore_machine_is_a_warning(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    result = doctor.check_threads(num_threads=1, cpu_count=8)
-    assert result.level == WARN
-    assert "OMP_NUM_THREADS=1" in result.message and "export OMP_NUM_THREADS=8" in result.fix
-    assert doctor.check_threads(num_threads=1, cpu_count=1).level == OK
-    assert doctor.check_threads(num_threads=4, cpu_count=8).level == OK
-
 
 def test_a_missing_kernel_fails_with_the_install_command(tmp_path):
     # jupyter_client always finds "python3" while ipykernel is importable, so

@@ -276,25 +276,40 @@ def check_torch_computes() -> Finding:
     return Finding(OK, f"PyTorch {torch.__version__} computes; get_device() picks {device}")
 
 
-def check_threads(num_threads: int | None = None, cpu_count: int | None = None) -> Finding:
-    """PyTorch should use the machine's cores: a single thread makes training several times slower."""
-    if num_threads is None:
-        import torch
+def check_threads(machine=None, num_threads: int | None = None) -> Finding:
+    """The CPU this process may use, and whether PyTorch's thread count suits it (``course_lib.threads``).
 
-        num_threads = torch.get_num_threads()
-    cpu_count = os.cpu_count() if cpu_count is None else cpu_count
-    if not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
-    if cpu_count is None:  # os.cpu_count() may not know; nothing to compare then
-        return Finding(OK, f"PyTorch uses {num_threads} threads (number of cores unknown)")
-    if num_threads == 1 and cpu_count > 1:
-        # PyTorch takes its thread count from OMP_NUM_THREADS, which some
-        # clusters and IDEs set to 1 for every process.
-        setting = os.environ.get("OMP_NUM_THREADS")
-        reason = f" because OMP_NUM_THREADS={setting}" if setting is not None else ""
-        return Finding(WARN, f"PyTorch uses 1 thread{reason} although this machine has {cpu_count} cores",
-                       f"unset OMP_NUM_THREADS (or export OMP_NUM_THREADS={cpu_count}), then restart Jupyter")
-    return Finding(OK, f"PyTorch uses {num_threads} threads on {cpu_count} cores")
+    machine: a ``threads.Machine`` (measured now when None); num_threads:
+    the count PyTorch would run with (the policy's choice when None).
+    """
+    from course_lib.threads import choose_threads, read_machine
+
+    machine = read_machine() if machine is None else machine
+    choice = choose_threads(machine)
+    num_threads = choice.threads if num_threads is None else num_threads
+    usable = machine.usable_cores
+    share = f"CPU: {usable} usable core{'s' * (usable != 1)}"
+    if machine.quota is not None:
+        share += f" (a CPU quota of {machine.quota:g})"
+    share += f", {machine.others_busy:.1f} kept busy by other programs"
+    plural = "s" * (num_threads != 1)
+    if num_threads > usable:
+        return Finding(WARN, f"PyTorch uses {num_threads} thread{plural} ({choice.reason}); {share}: "
+                             "more threads than cores wait for each other and run several times slower",
+                       f"export COURSE_NUM_THREADS={usable} (or unset COURSE_NUM_THREADS and OMP_NUM_THREADS), "
+                       "then restart the kernel")
+    if choice.rule in ("learner", "environment") and not machine.on_hub \
+            and num_threads < usable and machine.others_busy + num_threads <= usable - 1:
+        variable = "COURSE_NUM_THREADS" if choice.rule == "learner" else "OMP_NUM_THREADS"
+        return Finding(WARN, f"PyTorch uses {num_threads} thread{plural} because {variable} is set; {share}: "
+                             "training runs slower than it could",
+                       f"unset {variable} (the course then uses the free cores), then restart the kernel")
+    if machine.others_busy >= usable - 0.5:
+        return Finding(WARN, f"this machine is busy ({share}): lessons that train run slower, and those with "
+                             "a time cap stop earlier (PyTorch uses 1 thread, which suffers least)",
+                       "close the programs that keep the CPU busy (see them with `top`), or run the lesson later")
+    why = "one per free core" if choice.rule == "cores" else choice.reason
+    return Finding(OK, f"{share}; PyTorch uses {num_threads} thread{plural}: {why}")
 
 
 # -- Jupyter ------------------------------------------------------------------------------------

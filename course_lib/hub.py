@@ -14,12 +14,14 @@ today's classes exactly, so a renamed layer fails loudly instead of leaving
 a randomly initialised one behind.
 
 The published models come in too (notebook 11): ``from_huggingface`` copies
-a Hugging Face GPT-2 or BERT into the course's ``GPT`` or ``BERT``,
+a Hugging Face GPT-2 or BERT into the course's ``GPT`` or ``BERT`` (or, for
+an encoder published without its masked-LM head, into ``BERTEncoder``),
 ``config_from_huggingface`` translates its configuration and
 ``tokenizer_from_huggingface`` gives its tokenizer the course tokenizer's
-methods. They need the optional extra ``hf`` (``transformers``), which
-only they import, and never download anything unless given a name that is
-not yet on the machine.
+methods. They take a model, a hub name or a local folder in Hugging Face's
+layout. They need the optional extra ``hf`` (``transformers``), which only
+they import; a folder is read offline, and a hub name is downloaded only
+when it is not yet on the machine and the machine is online.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from course_lib.models import BERT, GPT, TransformerConfig
+from course_lib.models import BERT, GPT, TransformerBody, TransformerConfig
 from course_lib.tokenizer import Tokenizer
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
@@ -110,13 +112,17 @@ def _import_transformers():
 
 
 def from_huggingface(model_or_name) -> nn.Module:
-    """The course's ``GPT`` or ``BERT`` holding the weights of a ``transformers`` GPT-2 or BERT.
+    """The course's ``GPT``, ``BERT`` or ``BERTEncoder`` holding the weights of a ``transformers`` GPT-2 or BERT.
 
-    model_or_name: a ``transformers.GPT2LMHeadModel`` or
-        ``BertForMaskedLM`` instance, or a name such as ``"gpt2"`` or
-        ``"bert-base-uncased"`` (or a local folder), which ``transformers``
-        loads first: from its cache on this machine, or downloaded once
-        when the machine is online.
+    model_or_name: a ``transformers.GPT2LMHeadModel``, ``BertForMaskedLM``
+        or ``BertModel`` (a BERT-family encoder without a masked-LM head,
+        such as all-MiniLM-L6-v2) instance; or a local folder in Hugging
+        Face's layout (``config.json`` with ``model.safetensors`` or
+        ``pytorch_model.bin``), read offline; or a hub name such as
+        ``"gpt2"`` or ``"bert-base-uncased"``, which ``transformers`` finds
+        in its cache on this machine or downloads once when online. A
+        checkpoint of the BERT family whose ``config.json`` names no
+        masked-LM head loads as ``BERTEncoder``.
 
     Returns the model in eval mode, in float32 on the CPU, with its
     ``TransformerConfig`` set from the published configuration (GPT-2's
@@ -132,17 +138,51 @@ def from_huggingface(model_or_name) -> nn.Module:
         return _gpt_from_gpt2(model)
     if isinstance(model, transformers.BertForMaskedLM):
         return _bert_from_bert(model)
-    raise TypeError(f"model_or_name must be a transformers GPT2LMHeadModel or BertForMaskedLM, or the name of "
-                    f"one, got {type(model).__name__}")
+    if isinstance(model, transformers.BertModel):
+        return _encoder_from_bert(model)
+    raise TypeError(f"model_or_name must be a transformers GPT2LMHeadModel, BertForMaskedLM or BertModel, "
+                    f"a folder or the name of one, got {type(model).__name__}")
+
+
+# The weight files of a folder in Hugging Face's layout (one file, or an index of shards).
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+# Checkpoints of the BERT family that carry the masked-LM head; any other loads as the encoder alone.
+HF_MASKED_LM_ARCHITECTURES = {"BertForMaskedLM", "BertForPreTraining"}
 
 
 def _load_by_name(transformers, name):
-    config = transformers.AutoConfig.from_pretrained(str(name))
-    classes = {"gpt2": transformers.GPT2LMHeadModel, "bert": transformers.BertForMaskedLM}
-    if config.model_type not in classes:
+    local = _is_model_folder(name)
+    config = transformers.AutoConfig.from_pretrained(str(name), local_files_only=local)
+    if config.model_type == "gpt2":
+        model_class = transformers.GPT2LMHeadModel
+    elif config.model_type == "bert":
+        with_head = HF_MASKED_LM_ARCHITECTURES & set(config.architectures or ["BertForMaskedLM"])
+        model_class = transformers.BertForMaskedLM if with_head else transformers.BertModel
+    else:
         raise ValueError(f"{str(name)!r} is a {config.model_type!r} model; from_huggingface knows the GPT-2 "
-                         f"and BERT families ({', '.join(sorted(classes))})")
-    return classes[config.model_type].from_pretrained(str(name))
+                         "and BERT families ('bert', 'gpt2')")
+    model, loading = model_class.from_pretrained(str(name), local_files_only=local, output_loading_info=True)
+    if loading["missing_keys"]:  # transformers would fill them with random numbers: refuse instead
+        raise ValueError(f"{str(name)!r} holds no weights for {', '.join(sorted(loading['missing_keys']))}, "
+                         f"which its {model_class.__name__} needs")
+    return model
+
+
+def _is_model_folder(name) -> bool:
+    """Whether ``name`` is a folder on this machine; one that is not in Hugging Face's layout is an error."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return False
+    expected = "a folder in Hugging Face's layout: config.json with " + " or ".join(HF_WEIGHT_FILES[::2])
+    found = sorted(path.name for path in folder.iterdir())
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model_or_name {str(name)!r} is a folder without config.json (it holds "
+                                f"{found or 'nothing'}); expected {expected}")
+    if not any((folder / weights).is_file() for weights in HF_WEIGHT_FILES):
+        raise FileNotFoundError(f"model_or_name {str(name)!r} is a folder without weights (it holds {found}); "
+                                f"expected {expected}")
+    return True
 
 
 def _activation(hf_name) -> str:
@@ -219,33 +259,73 @@ def _gpt_from_gpt2(hf) -> GPT:
     return _filled(GPT(config), ours)
 
 
+class BERTEncoder(nn.Module):
+    """BERT without its masked-LM head: what a published encoder such as all-MiniLM-L6-v2 holds.
+
+    ``BERTEncoder(config)(input_ids, attention_mask=None, segment_ids=None)``
+    returns the hidden states (B, T, d_model), the same numbers as
+    ``BERT(config).encode``: the same body and segment embeddings, with no
+    head on top. ``transformers.BertModel`` publishes such an encoder;
+    its pooler (a layer on ``[CLS]`` trained for next-sentence prediction)
+    is not carried over.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.body = TransformerBody(config, causal=False, norm_first=False)
+        self.segment_embedding = nn.Embedding(config.n_segments, config.d_model)
+
+    encode = BERT.encode  # tokens, positions and segments through the body, exactly as BERT does
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(input_ids, attention_mask, segment_ids)  # (B, T, d_model)
+
+
 def _bert_from_bert(hf) -> BERT:
     config = config_from_huggingface(hf.config)
     theirs = hf.state_dict()
     _check_tied(theirs["cls.predictions.decoder.weight"], theirs["bert.embeddings.word_embeddings.weight"], "BERT")
     _require(torch.equal(theirs["cls.predictions.decoder.bias"], theirs["cls.predictions.bias"]),
              "its output bias is not its prediction head's bias")
-    e = "bert.embeddings."
+    ours = _bert_body_weights(theirs, config, prefix="bert.")
+    ours["mlm_head.token_embedding.weight"] = theirs["bert.embeddings.word_embeddings.weight"]
+    ours["mlm_head.bias"] = theirs["cls.predictions.bias"]
+    # BERT's layers are nn.Linear too: no transposing.
+    for mine, their in (("mlm_head.dense", "cls.predictions.transform.dense"),
+                        ("mlm_head.norm", "cls.predictions.transform.LayerNorm")):
+        for kind in ("weight", "bias"):
+            ours[f"{mine}.{kind}"] = theirs[f"{their}.{kind}"]
+    return _filled(BERT(config), ours)
+
+
+def _encoder_from_bert(hf) -> BERTEncoder:
+    config = config_from_huggingface(hf.config)
+    return _filled(BERTEncoder(config), _bert_body_weights(hf.state_dict(), config, prefix=""))
+
+
+def _bert_body_weights(theirs: dict[str, torch.Tensor], config: TransformerConfig, prefix: str) -> dict:
+    """The embeddings and blocks of a Hugging Face BERT under the course's names.
+
+    prefix: where ``transformers`` keeps the body: ``"bert."`` inside
+        ``BertForMaskedLM``, ``""`` in a ``BertModel``.
+    """
+    e = prefix + "embeddings."
     ours = {"body.token_embedding.weight": theirs[e + "word_embeddings.weight"],
-            "mlm_head.token_embedding.weight": theirs[e + "word_embeddings.weight"],
             "body.position.embedding.weight": theirs[e + "position_embeddings.weight"],
             "segment_embedding.weight": theirs[e + "token_type_embeddings.weight"],
             "body.embedding_norm.weight": theirs[e + "LayerNorm.weight"],
-            "body.embedding_norm.bias": theirs[e + "LayerNorm.bias"],
-            "mlm_head.bias": theirs["cls.predictions.bias"]}
-    # Layers with a weight and a bias: our name -> theirs. BERT's layers are nn.Linear too: no transposing.
-    layers = {"mlm_head.dense": "cls.predictions.transform.dense",
-              "mlm_head.norm": "cls.predictions.transform.LayerNorm"}
+            "body.embedding_norm.bias": theirs[e + "LayerNorm.bias"]}
     block = {"self_attention.q_proj": "attention.self.query", "self_attention.k_proj": "attention.self.key",
              "self_attention.v_proj": "attention.self.value", "self_attention.out_proj": "attention.output.dense",
              "norm1": "attention.output.LayerNorm", "feed_forward.linear1": "intermediate.dense",
              "feed_forward.linear2": "output.dense", "norm2": "output.LayerNorm"}
     for i in range(config.n_layers):
-        layers.update({f"body.blocks.{i}.{mine}": f"bert.encoder.layer.{i}.{their}" for mine, their in block.items()})
-    for mine, their in layers.items():
-        for kind in ("weight", "bias"):
-            ours[f"{mine}.{kind}"] = theirs[f"{their}.{kind}"]
-    return _filled(BERT(config), ours)
+        for mine, their in block.items():
+            for kind in ("weight", "bias"):
+                ours[f"body.blocks.{i}.{mine}.{kind}"] = theirs[f"{prefix}encoder.layer.{i}.{their}.{kind}"]
+    return ours
 
 
 def _filled(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -298,7 +378,8 @@ def tokenizer_from_huggingface(tokenizer_or_name) -> HFTokenizer:
     """``HFTokenizer`` around a ``transformers`` tokenizer, or around the one named (``"gpt2"``, a folder...)."""
     transformers = _import_transformers()
     if isinstance(tokenizer_or_name, (str, Path)):
-        tokenizer_or_name = transformers.AutoTokenizer.from_pretrained(str(tokenizer_or_name))
+        tokenizer_or_name = transformers.AutoTokenizer.from_pretrained(
+            str(tokenizer_or_name), local_files_only=Path(tokenizer_or_name).is_dir())
     if not isinstance(tokenizer_or_name, transformers.PreTrainedTokenizerBase):
         raise TypeError(f"tokenizer_or_name must be a transformers tokenizer or the name of one, "
                         f"got {type(tokenizer_or_name).__name__}")

@@ -2,10 +2,12 @@
 
 Small configurations built from ``transformers``' config classes, with every
 parameter redrawn (layer norms and biases too, so that no zero or one hides
-a mistake in the mapping). Nothing is downloaded. Run with ``-s`` to see the
-largest logit difference of every case.
+a mistake in the mapping), passed as models or saved to a temporary folder
+in Hugging Face's layout. Nothing is downloaded. Run with ``-s`` to see the
+largest difference of every case.
 """
 import inspect
+import json
 import os
 import sys
 
@@ -17,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 from course_lib.attention import KVCache  # noqa: E402
 from course_lib.generation import generate, left_pad  # noqa: E402
-from course_lib.hub import from_huggingface, tokenizer_from_huggingface  # noqa: E402
+from course_lib.hub import BERTEncoder, from_huggingface, tokenizer_from_huggingface  # noqa: E402
 from course_lib.models import BERT, GPT  # noqa: E402
 
 TOLERANCE = 1e-4  # float32
@@ -49,13 +51,22 @@ def bert():
     return redrawn(transformers.BertForMaskedLM(config), seed=1)
 
 
+@pytest.fixture(scope="module")
+def encoder():
+    """A BERT-family encoder without a masked-LM head, shaped like all-MiniLM-L6-v2 but smaller."""
+    config = transformers.BertConfig(vocab_size=VOCAB, max_position_embeddings=40, hidden_size=48,
+                                     num_hidden_layers=2, num_attention_heads=6, intermediate_size=64,
+                                     attn_implementation="eager")
+    return redrawn(transformers.BertModel(config), seed=12)
+
+
 def ids(batch, length, seed):
     return torch.randint(1, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 def max_difference(case, ours, theirs):
     difference = (ours - theirs).abs().max().item()
-    print(f"\n{case}: max |logit difference| = {difference:.2e} (logits up to {theirs.abs().max().item():.1f})")
+    print(f"\n{case}: max |difference| = {difference:.2e} (values up to {theirs.abs().max().item():.1f})")
     assert difference < TOLERANCE, case
     return difference
 
@@ -200,27 +211,112 @@ def test_bert_padded_batches_match(bert):
         max_difference("BERT left-padded batch", ours(x, left)[left], theirs[left])
 
 
+# -- a BERT-family encoder without a masked-LM head (BertModel) ---------------------------------------
+
+def test_an_encoder_without_a_head_matches_its_hidden_states(encoder):
+    ours, x = from_huggingface(encoder), ids(3, 16, seed=13)
+    assert isinstance(ours, BERTEncoder) and not ours.training
+    assert not hasattr(ours, "mlm_head")
+    pooler = sum(p.numel() for name, p in encoder.named_parameters() if name.startswith("pooler."))
+    assert pooler > 0 and count(ours) == count(encoder) - pooler  # everything but the pooler is carried over
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[1, 10:], mask[2, 5:] = False, False
+    segments = torch.zeros_like(x)
+    segments[:, 8:] = 1
+    with torch.no_grad():
+        max_difference("encoder hidden states", ours(x), encoder(x).last_hidden_state)
+        theirs = encoder(x, attention_mask=mask.long(), token_type_ids=segments).last_hidden_state
+        max_difference("encoder, padded, two segments", ours(x, mask, segments)[mask], theirs[mask])
+
+
+def test_the_encoder_computes_what_bert_encode_computes(bert):
+    """BertForMaskedLM's body is a BertModel: the course's encoder of it is the course's BERT without its head."""
+    ours_bert, ours_encoder, x = from_huggingface(bert), from_huggingface(bert.bert), ids(2, 12, seed=14)
+    with torch.no_grad():
+        torch.testing.assert_close(ours_encoder(x), ours_bert.encode(x), atol=0, rtol=0)
+
+
+def test_the_encoder_s_attention_weights_match(encoder):
+    ours, x = from_huggingface(encoder), ids(2, 9, seed=15)
+    attentions = [block.self_attention for block in ours.body.blocks]
+    for attention in attentions:
+        attention.store_attention_weights = True
+    with torch.no_grad():
+        ours(x)
+        theirs = encoder(x, output_attentions=True).attentions
+    for layer, attention in enumerate(attentions):
+        torch.testing.assert_close(attention.attention_weights, theirs[layer], atol=1e-5, rtol=0)
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
 # -- by name, and what it refuses -------------------------------------------------------------------
 
-def test_a_saved_model_loads_by_its_folder_name(gpt2, bert, tmp_path):
+def test_a_saved_model_loads_from_its_folder(gpt2, bert, encoder, tmp_path):
     x = ids(2, 8, seed=11)
-    for hf in (gpt2, bert):
+    for hf, expected in ((gpt2, GPT), (bert, BERT), (encoder, BERTEncoder)):
         folder = tmp_path / type(hf).__name__
         hf.save_pretrained(folder)
-        ours = from_huggingface(str(folder))
+        assert (folder / "model.safetensors").is_file()
+        ours = from_huggingface(folder)
+        assert type(ours) is expected
         with torch.no_grad():
-            torch.testing.assert_close(ours(x), hf(x).logits, atol=TOLERANCE, rtol=0)
+            theirs = hf(x)
+            theirs = theirs.logits if expected is not BERTEncoder else theirs.last_hidden_state
+            torch.testing.assert_close(ours(x), theirs, atol=TOLERANCE, rtol=0)
+
+
+def test_a_folder_with_pytorch_model_bin_loads_too(encoder, tmp_path):
+    encoder.config.save_pretrained(tmp_path)
+    torch.save(encoder.state_dict(), tmp_path / "pytorch_model.bin")
+    x = ids(1, 7, seed=16)
+    with torch.no_grad():
+        torch.testing.assert_close(from_huggingface(str(tmp_path))(x), encoder(x).last_hidden_state,
+                                   atol=TOLERANCE, rtol=0)
+
+
+def test_a_bert_checkpoint_loads_with_its_head_only_when_it_has_one(bert, encoder, tmp_path):
+    """config.json's architectures decide; a checkpoint that lacks a weight it claims is refused, never filled at random."""
+    def saved_as(name, architecture):
+        encoder.save_pretrained(tmp_path / name)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        (tmp_path / name / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
+        return tmp_path / name
+
+    assert isinstance(from_huggingface(saved_as("classifier", "BertForSequenceClassification")), BERTEncoder)
+    with pytest.raises(ValueError, match=r"claims_a_head' holds no weights for cls\.predictions.*BertForMaskedLM"):
+        from_huggingface(saved_as("claims_a_head", "BertForMaskedLM"))
+    bert.save_pretrained(tmp_path / "mlm")
+    assert isinstance(from_huggingface(tmp_path / "mlm"), BERT)
+
+
+def test_a_folder_that_is_not_in_hugging_face_s_layout_is_refused_clearly(encoder, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"'.*empty' is a folder without config\.json \(it holds nothing\); "
+                                                r"expected a folder in Hugging Face's layout"):
+        from_huggingface(empty)
+    (tmp_path / "weights_only").mkdir()
+    torch.save(encoder.state_dict(), tmp_path / "weights_only" / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match=r"without config\.json \(it holds \['pytorch_model\.bin'\]\)"):
+        from_huggingface(tmp_path / "weights_only")
+    encoder.config.save_pretrained(tmp_path / "config_only")
+    with pytest.raises(FileNotFoundError, match=r"without weights \(it holds \['config\.json'\]\); expected .*"
+                                                r"config\.json with model\.safetensors or pytorch_model\.bin"):
+        from_huggingface(tmp_path / "config_only")
 
 
 def test_other_models_are_refused_clearly(tmp_path):
     small = dict(vocab_size=VOCAB, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
-    with pytest.raises(TypeError, match="GPT2LMHeadModel or BertForMaskedLM.*got GPT2Model"):
+    with pytest.raises(TypeError, match="GPT2LMHeadModel, BertForMaskedLM or BertModel.*got GPT2Model"):
         from_huggingface(transformers.GPT2Model(transformers.GPT2Config(**small)))
     with pytest.raises(TypeError, match="got int"):
         from_huggingface(42)
     other = transformers.OPTConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
                                    num_attention_heads=2, max_position_embeddings=16, word_embed_proj_dim=16)
-    other.save_pretrained(tmp_path)
+    transformers.OPTForCausalLM(other).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'opt' model; from_huggingface knows the GPT-2 and BERT families"):
         from_huggingface(str(tmp_path))
     untied = transformers.GPT2LMHeadModel(transformers.GPT2Config(**small, tie_word_embeddings=False))
@@ -282,3 +378,16 @@ def test_the_tokenizer_adapter_speaks_like_the_course_tokenizer():
     assert tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True) == ["the", "cat", "##s", "sat", "on", "the"]
     with pytest.raises(TypeError, match="got int"):
         tokenizer_from_huggingface(3)
+
+
+def test_a_tokenizer_loads_from_its_folder(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = "[PAD] [UNK] [CLS] [SEP] [MASK] the cat sat".split()
+    backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                         mask_token="[MASK]").save_pretrained(tmp_path)
+    tokenizer = tokenizer_from_huggingface(tmp_path)
+    assert tokenizer.encode("the cat sat") == [5, 6, 7]
+    assert (tokenizer.mask_id, tokenizer.vocab_size) == (4, 8)

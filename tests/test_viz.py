@@ -140,6 +140,20 @@ def test_heatmap_draws_into_given_axes_without_closing_them():
     plt.close(fig)
 
 
+def test_heatmap_on_an_absolute_scale():
+    """By default the largest weight is brightest; with vmax=1 a head that spreads its weight stays dim."""
+    spread = torch.full((4, 4), 0.25)
+    default, absolute = viz.plot_attention(spread, TOKENS[:4]), viz.plot_attention(spread, TOKENS[:4], vmax=1)
+    assert default.axes[0].get_images()[0].get_clim() == (0.0, 0.25)
+    assert absolute.axes[0].get_images()[0].get_clim() == (0.0, 1.0)
+    assert absolute.axes[1].get_ylim() == (0.0, 1.0)  # the colour bar says so
+    two_heads = viz.plot_attention(torch.stack([spread, torch.eye(4)]), TOKENS[:4], vmax=1.0)
+    assert {image.get_clim() for ax in two_heads.axes[:2] for image in ax.get_images()} == {(0.0, 1.0)}
+    for wrong in (0, -1.0, float("inf"), "1"):
+        with pytest.raises(ValueError, match=f"vmax must be a positive number .*got {wrong!r}"):
+            viz.plot_attention(spread, TOKENS[:4], vmax=wrong)
+
+
 @pytest.mark.parametrize("weights, tokens, kwargs, words", [
     (torch.ones(4, 5), TOKENS[:4], {}, "Tk = 5 key columns"),
     (torch.ones(4, 6), TOKENS, {}, "Tq = 4 query rows"),

@@ -52,7 +52,8 @@ BAR_COLOR = "tab:blue"
 
 def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[str] | None = None,
                    heads: int | Sequence[int] | None = None, ax: Axes | Sequence[Axes] | None = None,
-                   title: str | None = None, figsize: tuple[float, float] | None = None) -> Figure:
+                   title: str | None = None, figsize: tuple[float, float] | None = None,
+                   vmax: float | None = None) -> Figure:
     """Heatmap of attention weights: one row per query token, one column per key token.
 
     Args:
@@ -69,10 +70,14 @@ def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[st
         title: a title above the picture.
         figsize: (width, height) in inches of the figure drawn when no
             ``ax`` is given; by default about a quarter of an inch per token.
+        vmax: the weight drawn in the brightest colour; by default the
+            largest weight drawn. ``vmax=1`` puts figures of different
+            models on one absolute scale: a head that spreads its weight
+            thinly then looks dim, however its weights compare to each other.
 
     Returns:
-        The Figure. All panels share one colour scale, from 0 to the
-        largest weight drawn, so heads can be compared by eye.
+        The Figure. All panels share one colour scale, from 0 to ``vmax``,
+        so heads can be compared by eye.
     """
     array = _as_array(weights, "weights")
     if array.ndim not in (2, 3):
@@ -97,9 +102,11 @@ def plot_attention(weights, query_tokens: Sequence[str], key_tokens: Sequence[st
         chosen = list(range(H)) if heads is None else _check_indices(heads, H, "heads")
         panels, names = [array[h] for h in chosen], [f"head {h}" for h in chosen]
 
+    if vmax is not None and not (isinstance(vmax, (int, float)) and 0 < vmax < math.inf):
+        raise ValueError(f"vmax must be a positive number (the top of the colour scale), got {vmax!r}")
     fig, axes, owned = _figure_and_axes(ax, len(panels), width=0.27 * Tk + 1.2, height=0.27 * Tq + 1.0,
                                         figsize=figsize)
-    vmax = max(float(panel.max()) for panel in panels) or 1.0
+    vmax = vmax or max(float(panel.max()) for panel in panels) or 1.0
     for i, (axis, panel, name) in enumerate(zip(axes, panels, names)):
         image = axis.imshow(panel, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
         axis.set_xticks(range(Tk), labels=key_tokens, rotation=90)

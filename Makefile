@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: figures install lab test test-fast test-package test-notebooks exercises bench checkpoints doctor clean
+.PHONY: figures install lab test test-fast test-package test-notebooks exercises bench checkpoints doctor clean hub-proxy
 
 install: $(STAMP)
 
@@ -50,6 +50,17 @@ test: install
 # kernels, browsers or long training runs (under 2 minutes).
 test-fast: install
 	$(PARALLEL) -m "not slow" tests
+
+# The proxy in front of the local JupyterHub that tests/test_jupyterhub.py starts
+# (deploy/local/): configurable-http-proxy from npm, every package pinned by
+# deploy/local/package-lock.json. Needs Node.js 20 or later; .ci/run calls it.
+HUB_PROXY := deploy/local/node_modules/.bin/configurable-http-proxy
+
+hub-proxy: $(HUB_PROXY)
+
+$(HUB_PROXY): deploy/local/package.json deploy/local/package-lock.json
+	npm ci --prefix deploy/local --no-audit --no-fund
+	touch $(HUB_PROXY)
 
 exercises: install
 	$(BIN)/course exercises build

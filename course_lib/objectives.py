@@ -5,6 +5,8 @@
 * GPT's language modelling: predict every next token (``next_token_loss``).
 * GPT's fine-tuning recipe: a task loss plus a weighted language-modelling
   loss (``gpt_finetune_loss``).
+* Supervised fine-tuning on prompts and answers: the next-token loss on
+  the answer only (``sft_labels``).
 
 Labels use ``IGNORE_INDEX`` (-100) for positions that are not predicted,
 the value ``F.cross_entropy`` skips.
@@ -97,6 +99,44 @@ def next_token_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor | N
     if attention_mask is not None:
         targets[~attention_mask[:, 1:].bool()] = IGNORE_INDEX
     return input_ids[:, :-1], targets
+
+
+def sft_labels(input_ids: torch.Tensor, prompt_lengths: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The targets of supervised fine-tuning: the next token where it is part of the answer, -100 elsewhere.
+
+    Each row is a prompt, then what the model should write after it (the
+    answer and whatever closes the text), then padding. Position t predicts
+    token t + 1, and only what follows the prompt is learned: the prompt is
+    given. So ``labels[b, t] = input_ids[b, t + 1]`` when token t + 1 is a
+    real token after the prompt (``t + 1 >= prompt_lengths[b]`` and
+    ``attention_mask[b, t + 1]``), and -100 otherwise; the last column is
+    -100, since nothing follows it. The labels keep all T columns, so the
+    loss is ``next_token_loss(model(input_ids, attention_mask), labels)``.
+
+    Args:
+        input_ids: (B, T) token ids.
+        prompt_lengths: (B,) how many tokens of each row are the prompt.
+        attention_mask: (B, T) bool or 0/1, True or 1 for a real token.
+
+    Returns:
+        (B, T) long labels.
+    """
+    _check_ids("input_ids", input_ids)
+    _check_ids("prompt_lengths", prompt_lengths)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+    B, T = input_ids.shape
+    if prompt_lengths.shape != (B,):
+        raise ValueError(f"prompt_lengths must be ({B},), one length per row of input_ids, "
+                         f"got shape {tuple(prompt_lengths.shape)}")
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != (B, T):
+        raise ValueError(f"attention_mask must be a tensor of input_ids' shape {(B, T)}, "
+                         f"got {tuple(getattr(attention_mask, 'shape', ())) or type(attention_mask).__name__}")
+    positions = torch.arange(T, device=input_ids.device)                                 # (T,)
+    after_prompt = (positions[None, :] >= prompt_lengths[:, None]) & attention_mask.bool()  # (B, T) answer tokens
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
+    labels[:, :-1] = torch.where(after_prompt[:, 1:], input_ids[:, 1:].long(), IGNORE_INDEX)  # t predicts t + 1
+    return labels
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

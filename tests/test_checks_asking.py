@@ -6,9 +6,11 @@ real learner's answer.
 """
 import pytest
 import torch
+import torch.nn.functional as F
 
 from course_lib.answers import best_span, verbalizer_logits
-from course_lib.checks import check_best_span, check_verbalizer_logits
+from course_lib.checks import check_best_span, check_sft_labels, check_verbalizer_logits
+from course_lib.objectives import sft_labels
 
 from check_helpers import assert_fails_with_hint, assert_passes
 
@@ -296,3 +298,185 @@ def test_verbalizer_reference_checks_its_inputs():
         verbalizer_logits(logits, torch.tensor([0, 1]), torch.tensor([[1]]))
     torch.testing.assert_close(verbalizer_logits(logits + torch.arange(5.0), torch.tensor([0, 2]), torch.tensor([4, 1])),
                                torch.tensor([[4.0, 1.0], [4.0, 1.0]]))
+
+
+# ---------------------------------------------------------------------------
+# 09.sft_labels
+# ---------------------------------------------------------------------------
+
+
+def labels_with_loops(input_ids, prompt_lengths, attention_mask):
+    B, T = input_ids.shape
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    for b in range(B):
+        for t in range(T - 1):
+            if t + 1 >= prompt_lengths[b] and attention_mask[b, t + 1]:
+                labels[b, t] = input_ids[b, t + 1]
+    return labels
+
+
+def labels_with_where(input_ids, prompt_lengths, attention_mask):
+    B, T = input_ids.shape
+    positions = torch.arange(T).unsqueeze(0)                           # (1, T)
+    is_answer = (positions >= prompt_lengths.unsqueeze(1)) & attention_mask
+    labels = torch.where(is_answer[:, 1:], input_ids[:, 1:], -100)     # (B, T - 1)
+    return torch.cat([labels, torch.full((B, 1), -100)], dim=1)
+
+
+def labels_with_roll(input_ids, prompt_lengths, attention_mask):
+    positions = torch.arange(input_ids.shape[1])
+    is_answer = (positions[None, :] >= prompt_lengths[:, None]) & attention_mask.bool()
+    next_is_answer = is_answer.roll(-1, dims=1)
+    next_is_answer[:, -1] = False
+    return torch.where(next_is_answer, input_ids.roll(-1, dims=1), torch.tensor(-100))
+
+
+def labels_with_pad(input_ids, prompt_lengths, attention_mask):
+    targets = F.pad(input_ids[:, 1:], (0, 1), value=-100)
+    T = input_ids.shape[1]
+    predicted_position = torch.arange(1, T + 1).expand_as(input_ids)   # position t predicts t + 1
+    real_next = F.pad(attention_mask[:, 1:], (0, 1), value=False)
+    keep = (predicted_position >= prompt_lengths.view(-1, 1)) & real_next
+    return targets.masked_fill(~keep, -100)
+
+
+def labels_with_a_float_mask(input_ids, prompt_lengths, attention_mask):
+    T = input_ids.shape[1]
+    after_prompt = (torch.arange(T)[None, :] >= prompt_lengths[:, None]).float()
+    weight = after_prompt * attention_mask.float()                    # 1.0 on the answer's tokens
+    labels = input_ids.clone()
+    labels[weight == 0] = -100
+    labels = labels[:, 1:]
+    return torch.cat([labels, -100 * torch.ones_like(labels[:, :1])], dim=1)
+
+
+def labels_from_next_token_targets(input_ids, prompt_lengths, attention_mask):
+    targets = input_ids[:, 1:].clone()                                 # what positions 0..T-2 predict
+    targets[attention_mask[:, 1:] == 0] = -100
+    for b, length in enumerate(prompt_lengths.tolist()):
+        targets[b, :max(length - 1, 0)] = -100                         # positions before the answer's first token
+    return torch.cat([targets, torch.full_like(targets[:, :1], -100)], dim=1)
+
+
+@pytest.mark.parametrize("sft_labels_fn", [labels_with_loops, labels_with_where, labels_with_roll, labels_with_pad,
+                                           labels_with_a_float_mask, labels_from_next_token_targets, sft_labels],
+                         ids=["loops", "where", "roll", "pad", "float-mask", "from-targets", "course_lib"])
+def test_correct_sft_labels_pass(sft_labels_fn):
+    assert_passes(check_sft_labels(sft_labels_fn))
+
+
+def prompt_counted(input_ids, prompt_lengths, attention_mask):
+    return labels_with_where(input_ids, torch.zeros_like(prompt_lengths), attention_mask)
+
+
+def not_shifted(input_ids, prompt_lengths, attention_mask):
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    is_answer = (positions >= prompt_lengths[:, None]) & attention_mask
+    return torch.where(is_answer, input_ids, -100)
+
+
+def shifted_backwards(input_ids, prompt_lengths, attention_mask):
+    labels = torch.full_like(input_ids, -100)
+    for b in range(input_ids.shape[0]):
+        for t in range(1, input_ids.shape[1]):
+            if t - 1 >= prompt_lengths[b] and attention_mask[b, t - 1]:
+                labels[b, t] = input_ids[b, t - 1]
+    return labels
+
+
+def shifted_twice(input_ids, prompt_lengths, attention_mask):
+    shifted = labels_with_where(input_ids, prompt_lengths, attention_mask)
+    return torch.cat([shifted[:, 1:], torch.full_like(shifted[:, :1], -100)], dim=1)
+
+
+def padding_counted(input_ids, prompt_lengths, attention_mask):
+    return labels_with_where(input_ids, prompt_lengths, torch.ones_like(attention_mask))
+
+
+def first_answer_token_lost(input_ids, prompt_lengths, attention_mask):
+    labels = torch.full_like(input_ids, -100)
+    for b in range(input_ids.shape[0]):
+        for t in range(input_ids.shape[1] - 1):
+            if t >= prompt_lengths[b] and attention_mask[b, t + 1]:
+                labels[b, t] = input_ids[b, t + 1]
+    return labels
+
+
+def condition_at_t(input_ids, prompt_lengths, attention_mask):
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    is_answer = (positions >= prompt_lengths[:, None]) & attention_mask
+    next_ids = torch.cat([input_ids[:, 1:], torch.full_like(input_ids[:, :1], -100)], dim=1)
+    return torch.where(is_answer, next_ids, -100)
+
+
+def rolled_with_wrap_round(input_ids, prompt_lengths, attention_mask):
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    keep = (positions + 1 >= prompt_lengths[:, None]) & attention_mask.roll(-1, dims=1)
+    return torch.where(keep, input_ids.roll(-1, dims=1), -100)
+
+
+def one_column_short(input_ids, prompt_lengths, attention_mask):
+    return labels_with_where(input_ids, prompt_lengths, attention_mask)[:, :-1]
+
+
+def float_labels(input_ids, prompt_lengths, attention_mask):
+    return labels_with_where(input_ids, prompt_lengths, attention_mask).float()
+
+
+@pytest.mark.parametrize(
+    "wrong_labels, words_of_the_hint",
+    [
+        (prompt_counted, "the prompt is counted"),
+        (not_shifted, "not shifted"),
+        (shifted_backwards, "the wrong way"),
+        (shifted_twice, "shifted twice"),
+        (padding_counted, "padding is counted"),
+        (first_answer_token_lost, "first answer token is lost"),
+        (condition_at_t, "tested at position t"),
+        (rolled_with_wrap_round, "wraps round"),
+        (one_column_short, "T - 1 columns"),
+        (float_labels, "not integers"),
+    ],
+    ids=["prompt-counted", "not-shifted", "shifted-backwards", "shifted-twice", "padding-counted", "first-token-lost",
+         "tested-at-t", "wrap-round", "one-column-short", "float"],
+)
+def test_wrong_sft_labels_fail_with_their_hint(wrong_labels, words_of_the_hint):
+    assert_fails_with_hint(check_sft_labels(wrong_labels), words_of_the_hint)
+
+
+def test_sft_labels_check_is_not_fooled_by_an_answer_of_minus_100_everywhere():
+    def nothing_learned(input_ids, prompt_lengths, attention_mask):
+        return torch.full_like(input_ids, -100)
+
+    assert not check_sft_labels(nothing_learned)
+
+
+def test_unsolved_sft_labels_is_not_implemented():
+    def unsolved(input_ids, prompt_lengths, attention_mask):
+        raise NotImplementedError()
+
+    assert check_sft_labels(unsolved).status == "not implemented"
+
+
+def test_sft_labels_on_one_example_by_hand():
+    ids = torch.tensor([[11, 12, 13, 14, 15, 0], [21, 22, 23, 24, 25, 26]])   # (2, 6); row 0 ends in [PAD]
+    mask = ids != 0
+    labels = sft_labels(ids, torch.tensor([3, 2]), mask)
+    assert labels.tolist() == [[-100, -100, 14, 15, -100, -100],              # predicts 14 and 15, not [PAD]
+                               [-100, 23, 24, 25, 26, -100]]
+    assert labels.dtype == torch.long
+    torch.testing.assert_close(sft_labels(ids, torch.tensor([3, 2]), mask.long()), labels)  # a 0/1 mask is the same
+
+
+def test_sft_labels_checks_its_inputs():
+    ids, mask = torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool)
+    with pytest.raises(TypeError, match="input_ids"):
+        sft_labels(ids.float(), torch.tensor([1, 2]), mask)
+    with pytest.raises(ValueError, match=r"prompt_lengths must be \(2,\)"):
+        sft_labels(ids, torch.tensor([1, 2, 3]), mask)
+    with pytest.raises(TypeError, match="prompt_lengths"):
+        sft_labels(ids, torch.tensor([1.0, 2.0]), mask)
+    with pytest.raises(ValueError, match="attention_mask"):
+        sft_labels(ids, torch.tensor([1, 2]), mask[:, :4])
+    with pytest.raises(ValueError, match="input_ids must be"):
+        sft_labels(ids[0], torch.tensor([1]), mask[0])

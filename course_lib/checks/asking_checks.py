@@ -1,4 +1,4 @@
-"""Checks of exercise 09: the best answer span, and the verbalizer's scores.
+"""Checks of exercise 09: the best answer span, the verbalizer's scores, and the labels of supervised fine-tuning.
 
 ``best_span``'s mistakes all give an answer of the right shape that is
 sometimes right, so the cases are built so that each one shows: a row
@@ -12,6 +12,12 @@ scores decides, and adding one constant to a row changes nothing in it. So
 an answer that takes a log-softmax over the vocabulary first (which adds
 ``-logsumexp`` to each row) is right too; reading the wrong position, or
 normalising over the wrong axis, is not.
+
+``sft_labels``'s cases hold distinct token ids, so that a label shifted
+by one position too few or too many never equals the right one; rows of
+different prompt and answer lengths, right-padded, so that counting the
+prompt, the padding or losing the first answer token each shows; and a
+row whose prompt fills it, with no answer at all.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from course_lib.answers import best_span, verbalizer_logits
+from course_lib.objectives import IGNORE_INDEX, sft_labels
 from course_lib.checks.framework import (Case, CheckResult, Mistake, check_function, describe_difference,
                                           same_output_as, same_output_as_any_of)
 
@@ -304,4 +311,153 @@ def check_verbalizer_logits(learner_fn: Any) -> CheckResult:
         verify=_up_to_a_constant_per_row(verbalizer_logits),
         cases=_VERBALIZER_CASES,
         mistakes=_VERBALIZER_MISTAKES,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Exercise 09.sft_labels: the next token where it belongs to the answer, -100 elsewhere
+# ---------------------------------------------------------------------------
+
+
+def _labels_where(targets: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+    """(B, T) long: ``targets`` where the (B, T) bool ``learned`` is True, -100 elsewhere."""
+    return torch.where(learned, targets, torch.full_like(targets, IGNORE_INDEX))
+
+
+def _next(input_ids: torch.Tensor, steps: int = 1) -> torch.Tensor:
+    """(B, T): the token ``steps`` positions ahead of each position, -100 past the end."""
+    ahead = torch.full_like(input_ids, IGNORE_INDEX)
+    ahead[:, :input_ids.shape[1] - steps] = input_ids[:, steps:]
+    return ahead
+
+
+def _answer_tokens(input_ids, prompt_lengths, attention_mask):
+    """(B, T) bool: True at the real tokens that come after each row's prompt."""
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    return (positions >= prompt_lengths[:, None]) & attention_mask
+
+
+def _prompt_counted(input_ids, prompt_lengths, attention_mask):
+    return _labels_where(_next(input_ids), _next(attention_mask.long()) == 1)
+
+
+def _padding_counted(input_ids, prompt_lengths, attention_mask):
+    everything = torch.ones_like(attention_mask)
+    return _labels_where(_next(input_ids), _next(_answer_tokens(input_ids, prompt_lengths, everything).long()) == 1)
+
+
+def _not_shifted(input_ids, prompt_lengths, attention_mask):
+    return _labels_where(input_ids, _answer_tokens(input_ids, prompt_lengths, attention_mask))
+
+
+def _shifted_backwards(input_ids, prompt_lengths, attention_mask):
+    """labels[b, t] = input_ids[b, t - 1]: the token before, not the one after."""
+    behind = torch.full_like(input_ids, IGNORE_INDEX)
+    behind[:, 1:] = input_ids[:, :-1]
+    learned = torch.zeros_like(attention_mask)
+    learned[:, 1:] = _answer_tokens(input_ids, prompt_lengths, attention_mask)[:, :-1]
+    return _labels_where(behind, learned)
+
+
+def _shifted_twice(input_ids, prompt_lengths, attention_mask):
+    answer = _answer_tokens(input_ids, prompt_lengths, attention_mask).long()
+    return _labels_where(_next(input_ids, 2), _next(answer, 2) == 1)
+
+
+def _first_answer_token_lost(input_ids, prompt_lengths, attention_mask):
+    """``t + 1 > prompt_lengths`` instead of ``>=``: the position before the answer predicts nothing."""
+    return _labels_where(_next(input_ids), _next(_answer_tokens(input_ids, prompt_lengths + 1, attention_mask).long())
+                         == 1)
+
+
+def _tested_at_t(input_ids, prompt_lengths, attention_mask):
+    """The prompt and the mask tested at position t, not at the token t + 1 that it predicts."""
+    return _labels_where(_next(input_ids), _answer_tokens(input_ids, prompt_lengths, attention_mask))
+
+
+def _wrapped_round(input_ids, prompt_lengths, attention_mask):
+    """``torch.roll`` with the test made on t + 1 alone: the last column wraps round to token 0."""
+    positions = torch.arange(input_ids.shape[1])[None, :]
+    learned = (positions + 1 >= prompt_lengths[:, None]) & attention_mask.roll(-1, dims=1)
+    return _labels_where(input_ids.roll(-1, dims=1), learned)
+
+
+def _one_column_short(received: Any, case: Case) -> bool:
+    input_ids = case.args[0]
+    return (isinstance(received, torch.Tensor)
+            and tuple(received.shape) == (input_ids.shape[0], input_ids.shape[1] - 1))
+
+
+def _right_values_not_long(received: Any, case: Case) -> bool:
+    expected = case.call(sft_labels)
+    return (isinstance(received, torch.Tensor) and received.dtype != torch.long and received.shape == expected.shape
+            and torch.equal(received.detach().cpu().to(torch.float64), expected.to(torch.float64)))
+
+
+def _ids(B: int, T: int) -> torch.Tensor:
+    """(B, T) token ids, all different, from 5 on (ids 0 to 4 are the special tokens; 0 is [PAD])."""
+    return 5 + torch.randperm(B * T, generator=_GENERATOR).reshape(B, T)
+
+
+def _right_padded(input_ids: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` with [PAD] (id 0) after ``lengths[b]`` tokens of row b, and its (B, T) bool mask."""
+    mask = torch.arange(input_ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]
+    return input_ids.masked_fill(~mask, 0), mask
+
+
+_FULL = _ids(2, 8)
+_PADDED, _PADDED_MASK = _right_padded(_ids(3, 9), [9, 6, 4])
+_SHORT, _SHORT_MASK = _right_padded(_ids(3, 7), [5, 7, 3])
+
+_SFT_LABELS_CASES = (
+    Case("B=2, T=8, no padding, prompts of 3 and 5 tokens",
+         (_FULL, torch.tensor([3, 5]), torch.ones(2, 8, dtype=torch.bool))),
+    Case("B=3, T=9, rows of 9, 6 and 4 real tokens then [PAD], prompts of 4, 2 and 3 tokens",
+         (_PADDED, torch.tensor([4, 2, 3]), _PADDED_MASK)),
+    Case("B=3, T=7, a one-token answer, a prompt of 1 token, a prompt that fills its row (no answer)",
+         (_SHORT, torch.tensor([4, 1, 3]), _SHORT_MASK)),
+)
+
+_SFT_LABELS_MISTAKES = (
+    Mistake("the labels have T - 1 columns: keep all T, the last one -100 (nothing follows it), so that they line "
+            "up with the model's (B, T, V) logits.", _one_column_short),
+    Mistake("the labels are right but not integers: return them as a long tensor (.long()), the type "
+            "F.cross_entropy expects for class indices.", _right_values_not_long),
+    Mistake("the prompt is counted: the story and the question are given, not learned. Position t gets a label "
+            "only when the token it predicts, t + 1, belongs to the answer: t + 1 >= prompt_lengths[b].",
+            same_output_as(_prompt_counted)),
+    Mistake("the labels are not shifted: position t sees tokens 0..t and must predict the NEXT one, so "
+            "labels[b, t] = input_ids[b, t + 1] (and the test is made on t + 1 too).",
+            same_output_as(_not_shifted)),
+    Mistake("the labels are shifted the wrong way: labels[b, t] is the token AFTER position t, input_ids[b, t + 1], "
+            "not the one before it.", same_output_as(_shifted_backwards)),
+    Mistake("the labels are shifted twice: labels[b, t] is input_ids[b, t + 1], one step ahead, not two. If you "
+            "built the shifted ids and then shifted again (or sliced [:, 2:]), shift once.",
+            same_output_as(_shifted_twice)),
+    Mistake("padding is counted: where the next token is [PAD] (attention_mask[b, t + 1] False) the label must be "
+            "-100, or the model learns to write [PAD] after its answer.", same_output_as(_padding_counted)),
+    Mistake("the first answer token is lost: the position just before the answer, t = prompt_lengths[b] - 1, is "
+            "the one that predicts it. Test t + 1 >= prompt_lengths[b], not t >= prompt_lengths[b].",
+            same_output_as(_first_answer_token_lost)),
+    Mistake("the prompt and the mask were tested at position t: test them on the token that position t predicts, "
+            "t + 1. As written, the first answer token is lost and the [PAD] after the last token is learned.",
+            same_output_as(_tested_at_t)),
+    Mistake("the last column is not -100: with torch.roll, position T - 1 wraps round to token 0. Nothing follows "
+            "the last position, so set its label to -100.", same_output_as(_wrapped_round)),
+)
+
+
+def check_sft_labels(learner_fn: Any) -> CheckResult:
+    """Check exercise 09: ``sft_labels(input_ids, prompt_lengths, attention_mask)``.
+
+    input_ids (B, T), prompt_lengths (B,), attention_mask (B, T) bool ->
+    (B, T) long: ``input_ids[b, t + 1]`` where ``t + 1 >= prompt_lengths[b]``
+    and ``attention_mask[b, t + 1]``, -100 elsewhere and in the last column.
+    """
+    return check_function(
+        learner_fn,
+        exercise="09.sft_labels",
+        reference=sft_labels,
+        cases=_SFT_LABELS_CASES,
+        mistakes=_SFT_LABELS_MISTAKES,
     )

@@ -5,10 +5,11 @@ import torch.nn.functional as F
 
 from course_lib.generation import generate
 from course_lib.lab.asking.instruction import (
-    SFT_LEARNING_RATES, SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples,
-    finetune_writer, make_writer, prompt_tokens, sft_recipe, sft_table, write_answers,
+    SFT_TABLE_KEYS, accuracy_by_kind, answer_accuracy, answer_only_loss, encode_examples, finetune_writer, make_writer,
+    prompt_lengths, prompt_tokens, sft_loss, sft_table, write_answers,
 )
 from course_lib.lab.asking.questions import QuestionData
+from course_lib.lab.asking.recipes import SFT_LEARNING_RATES, sft_recipe
 
 from tiny_checkpoints import QUICK, checkpoints, data  # noqa: F401 (shared fixtures)
 
@@ -22,9 +23,42 @@ def test_examples_are_story_question_answer_and_only_the_answer_is_marked(data, 
                       *question.answer_tokens, ".", "[EOS]"]
     assert [t for t, marked in zip(tokens, batch.answer_mask[0]) if marked] == [*question.answer_tokens, "."]
     assert list(prompt_tokens(question)) == tokens[:len(tokens) - len(question.answer_tokens) - 2]
+    assert prompt_lengths([question]).tolist() == [len(prompt_tokens(question))]
 
 
-def test_the_loss_counts_the_answer_tokens_only(data, checkpoints):
+def test_question_first_holds_the_same_tokens_in_another_order(data, checkpoints):
+    _, tokenizer = make_writer("pretrained", directory=checkpoints)
+    question = data.test[0]
+    first = prompt_tokens(question, "question_first")
+    assert first == ("[BOS]", "question", ":", *question.tokens, *question.story.tokens, "answer", ":")
+    assert sorted(first) == sorted(prompt_tokens(question))
+    batch = encode_examples([question], tokenizer, order="question_first")
+    tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[0])
+    assert tokens == [*first, *question.answer_tokens, ".", "[EOS]"]
+    assert [t for t, marked in zip(tokens, batch.answer_mask[0]) if marked] == [*question.answer_tokens, "."]
+    with pytest.raises(ValueError, match="order must be one of"):
+        prompt_tokens(question, "answer_first")
+
+
+def test_the_sft_loss_counts_what_follows_the_prompt_only(data, checkpoints):
+    model, tokenizer = make_writer("pretrained", directory=checkpoints)
+    questions = data.test[:4]
+    batch = encode_examples(questions, tokenizer)
+    model.eval()
+    logits = model(batch.input_ids, batch.attention_mask)                     # (4, T, V)
+    expected, count = 0.0, 0
+    for row, question in enumerate(questions):
+        start = len(prompt_tokens(question))                                   # the answer's first position
+        stop = int(batch.attention_mask[row].sum())                            # the answer, its period and [EOS]
+        for position in range(start, stop):                                    # predicted from position - 1
+            expected = expected + F.cross_entropy(logits[row, position - 1], batch.input_ids[row, position])
+            count += 1
+    loss = sft_loss(model, (batch.input_ids, batch.attention_mask, prompt_lengths(questions)))
+    torch.testing.assert_close(loss, expected / count)
+    assert count == sum(len(q.answer_tokens) + 2 for q in questions)
+
+
+def test_the_answer_mask_loss_counts_the_marked_tokens_only(data, checkpoints):
     model, tokenizer = make_writer("pretrained", directory=checkpoints)
     batch = encode_examples(data.test[:4], tokenizer)
     model.eval()
@@ -63,6 +97,15 @@ def test_the_table_has_every_figure(data, checkpoints):
     assert all(0 <= table[key] <= 1 for key in SFT_TABLE_KEYS[1:])
     with pytest.raises(ValueError, match="method must be one of"):
         make_writer("gpt4", directory=checkpoints)
+
+
+def test_a_deeper_model_from_scratch_keeps_every_other_size(checkpoints):
+    deeper, _ = make_writer("scratch", directory=checkpoints, n_layers=3)
+    usual, _ = make_writer("scratch", directory=checkpoints)
+    assert len(deeper.body.blocks) == 3 and deeper.config.d_model == usual.config.d_model
+    assert deeper.config.vocab_size == usual.config.vocab_size
+    with pytest.raises(ValueError, match="n_layers is for method 'scratch' only"):
+        make_writer("pretrained", directory=checkpoints, n_layers=3)
 
 
 def test_each_method_gets_the_rate_chosen_at_the_nearest_size():

@@ -13,6 +13,7 @@ from course_lib.lab.asking.qa import (
     span_scores, token_f1,
 )
 from course_lib.lab.asking.questions import QuestionData
+from course_lib.lab.asking.recipes import QA_LEARNING_RATES, qa_recipe
 from course_lib.tokenizer import SEP
 
 from tiny_checkpoints import QUICK, checkpoints, data  # noqa: F401 (shared fixtures)
@@ -47,6 +48,28 @@ def test_span_loss_is_the_cross_entropy_of_start_and_end_over_the_story(data, ch
         for logits, target in ((start_logits, batch.start), (end_logits, batch.end)):
             expected += F.cross_entropy(logits[row, story][None], (target[row:row + 1] - first)) / 8
     torch.testing.assert_close(span_loss(model, batch.tensors()), expected)
+
+
+def test_the_head_is_a_start_vector_and_an_end_vector(data, checkpoints):
+    model, tokenizer = make_qa_model("pretrained_full", directory=checkpoints)
+    batch = encode_questions(data.test[:3], tokenizer)
+    model.eval()
+    start_logits, end_logits = model(batch.input_ids, batch.attention_mask, batch.segment_ids)
+    hidden = model.bert.encode(batch.input_ids, batch.attention_mask, batch.segment_ids)    # (3, T, d_model)
+    S, E = model.head.weight                                                                # (d_model,) each
+    torch.testing.assert_close(start_logits, hidden @ S)
+    torch.testing.assert_close(end_logits, hidden @ E)
+    assert [name for name, _ in model.head.named_parameters()] == ["weight"]
+
+
+def test_each_method_gets_its_own_rate_at_the_nearest_size():
+    assert qa_recipe("scratch", 4096).lr == QA_LEARNING_RATES["scratch"][4096]
+    assert qa_recipe("pretrained_frozen", 300).lr == QA_LEARNING_RATES["pretrained_frozen"][256]
+    assert qa_recipe("pretrained_full", 2500).lr == QA_LEARNING_RATES["pretrained_full"][4096]
+    with pytest.raises(ValueError, match="method must be one of"):
+        qa_recipe("frozen", 256)
+    with pytest.raises(ValueError, match="n_examples"):
+        qa_recipe("scratch", -1)
 
 
 def test_exact_match_and_f1_of_perfect_and_partial_answers(data, checkpoints):

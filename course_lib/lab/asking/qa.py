@@ -8,11 +8,14 @@ The question and the story go into BERT together, as two segments::
 Segment embeddings (``BERT.segment_embedding``) tell every position which
 part it belongs to; the original BERT used them for pairs of sentences, and
 they are how the model can tell a word of the question from the same word
-in the story. On top of BERT's final vectors, a small head gives every
-position two scores: how good a *start* of the answer it is, and how good an
-*end*. The answer is the best valid span (``answers.best_span``): inside the
-story, start before end. Nothing is generated: the model can only point at
-words of the story.
+in the story. On top of BERT's final vectors ``h_i`` the head is the one of
+Devlin et al. (2019, section 4.2): two learned vectors, a start vector ``S``
+and an end vector ``E``, the only new parameters. Position ``i`` scores
+``S · h_i`` as the *start* of the answer and ``E · h_i`` as its *end*, and a
+softmax over the story's positions turns each row of scores into
+probabilities. The answer is the best valid span (``answers.best_span``):
+inside the story, start before end. Nothing is generated: the model can
+only point at words of the story.
 
 Three ways to learn it from the same labeled questions, as in notebook 08:
 
@@ -41,8 +44,9 @@ from course_lib.answers import best_span
 from course_lib.hub import CHECKPOINT_DIR, load_pretrained
 from course_lib.lab.finetuning import FinetuneRecipe
 from course_lib.lab.asking.questions import QUESTION_WORDS, Question, QuestionData
+from course_lib.lab.asking.recipes import qa_recipe
 from course_lib.lab.asking.vocabulary import add_words
-from course_lib.models import BERT, ClassificationHead
+from course_lib.models import BERT
 from course_lib.tokenizer import CLS, SEP, Tokenizer
 from course_lib.training import History, random_batches, train, trimmed_batches
 from course_lib.utils import check_positive_int, evaluating
@@ -102,9 +106,12 @@ def encode_questions(questions: Sequence[Question], tokenizer: Tokenizer, max_le
 
 
 class SpanQA(nn.Module):
-    """BERT's body and a head that scores every position as the start and as the end of the answer.
+    """BERT's body and Devlin et al.'s span head: a start vector S and an end vector E.
 
-    freeze_body: the body's weights never change and only the head learns.
+    ``head.weight`` is (2, d_model): row 0 is S, row 1 is E. A bias would add
+    the same number to every position's score, which no softmax over the
+    positions can see, so there is none.
+    freeze_body: the body's weights never change and only S and E learn.
     """
 
     def __init__(self, bert: BERT, freeze_body: bool = False):
@@ -113,14 +120,15 @@ class SpanQA(nn.Module):
             raise TypeError(f"bert must be a course_lib.models.BERT, got {type(bert).__name__}")
         self.bert, self.freeze_body = bert, freeze_body
         self.bert.requires_grad_(not freeze_body)
-        self.head = ClassificationHead(bert.config.d_model, 2)  # two scores per position: start, end
+        self.head = nn.Linear(bert.config.d_model, 2, bias=False)
+        nn.init.normal_(self.head.weight, std=0.02)             # BERT's initialisation of new weights
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end scores (B, T) each, for (B, T) ids, mask and segments."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_body):
             hidden = self.bert.encode(input_ids, attention_mask, segment_ids)  # (B, T, d_model)
-        scores = self.head(hidden)                                             # (B, T, 2)
+        scores = self.head(hidden)                                             # (B, T, 2): S · h_i and E · h_i
         return scores[..., 0], scores[..., 1]
 
 
@@ -184,10 +192,6 @@ def span_scores(questions: Sequence[Question], start: torch.Tensor, end: torch.T
 # Fine-tuning and measuring
 # ---------------------------------------------------------------------------
 
-# How every method learns (notebook 08's recipe class; its pooling and lm_weight play no part here).
-# Chosen on the validation questions; see notebook 09. The learning rate barely matters here: at 1,024
-# questions (seed 0), 1e-3 and 3e-3 give the same exact match within a point, pretrained or from scratch.
-QA_RECIPE = FinetuneRecipe(epochs=20)
 # The longest answer ``best_span`` may give, in tokens: the world's longest answers have 3
 # ("walk the dog", "in the morning"); a little more lets a wrong answer look wrong instead of being cut.
 MAX_ANSWER_LEN = 5
@@ -238,12 +242,17 @@ class QAResult:
 
 
 def finetune_qa(method: str, train_questions: Sequence[Question], test_questions: Sequence[Question],
-                recipe: FinetuneRecipe = QA_RECIPE, seed: int = 0, progress: bool = False,
+                recipe: FinetuneRecipe | None = None, seed: int = 0, progress: bool = False,
                 directory: Path = CHECKPOINT_DIR) -> QAResult:
-    """Fine-tune a fresh model of ``method`` on ``train_questions``; measure it on ``test_questions``."""
+    """Fine-tune a fresh model of ``method`` on ``train_questions``; measure it on ``test_questions``.
+
+    recipe: by default the method's own (``recipes.qa_recipe(method, len(train_questions))``).
+    """
     if not train_questions or not test_questions:
         raise ValueError("train_questions and test_questions must not be empty")
     model, tokenizer = make_qa_model(method, seed, directory)
+    if recipe is None:
+        recipe = qa_recipe(method, len(train_questions))
     labeled = encode_questions(train_questions, tokenizer, model.bert.config.max_len)
     config = recipe.train_config(len(train_questions), seed)
     batches = trimmed_batches(random_batches(labeled.tensors(), config.batch_size, torch.Generator().manual_seed(seed)))
@@ -256,12 +265,13 @@ QA_TABLE_KEYS = ("n_labels", "pretrained_full", "pretrained_frozen", "scratch", 
 QA_BENCH_LABELS = 4096
 
 
-def qa_table(n_labels: int = QA_BENCH_LABELS, data: QuestionData | None = None, recipe: FinetuneRecipe = QA_RECIPE,
+def qa_table(n_labels: int = QA_BENCH_LABELS, data: QuestionData | None = None, recipe: FinetuneRecipe | None = None,
              seed: int = 0, directory: Path = CHECKPOINT_DIR) -> dict[str, float]:
     """``course bench``'s ``qa``: exact match of each method on the test questions, and the gain of pretraining.
 
     Returns {n_labels, pretrained_full, pretrained_frozen, scratch,
     transfer_gain = pretrained_full - scratch}.
+    recipe: one for every method; by default each method's own (``recipes.qa_recipe``).
     """
     check_positive_int("n_labels", n_labels)
     data = data or QuestionData.build(seed=seed)

@@ -2,7 +2,7 @@
 import pytest
 
 from course_lib.corpus import ACTIVITY, COMPANION, PLACE, TIME, default_world
-from course_lib.lab.asking.questions import EXTRA_TOKENS, KINDS, MAX_LEN, QuestionData, questions_about
+from course_lib.lab.asking.questions import EXTRA_TOKENS, KINDS, MAX_LEN, QuestionData, answers_by_kind, questions_about
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,13 @@ def test_labeled_sets_are_nested_and_balanced(data):
             data.labeled_set(bad)
     with pytest.raises(ValueError, match="kinds"):
         data.labeled_set(4, kinds=("why",))
+
+
+def test_the_answers_of_each_kind_are_the_worlds_places_times_and_people(data):
+    answers = answers_by_kind(data.pool)
+    world = default_world().config
+    assert set(answers) == set(KINDS)
+    assert {answer for (answer,) in answers["where_to"]} == set(world.places)
+    assert answers["where_next"] >= {("home",)} and len(answers["where_next"]) == len(world.places) + 1
+    assert all(answer[0] in ("in", "at") for answer in answers["when"])
+    assert not answers["who"] & answers["when"]

@@ -120,6 +120,19 @@ def interleave_kinds(questions: list[Question], seed: int) -> list[Question]:
     return [kind_questions[i] for i in range(longest) for kind_questions in by_kind if i < len(kind_questions)]
 
 
+def answers_by_kind(questions: list[Question]) -> dict[str, set[tuple[str, ...]]]:
+    """{kind: every answer a question of that kind has among ``questions``}: the places, the times, ...
+
+    An answer written for a question is "of the right kind" when it is among
+    its kind's answers: a place for *where*, a person for *who*, even if it
+    is the wrong place or the wrong person.
+    """
+    answers: dict[str, set[tuple[str, ...]]] = {}
+    for question in questions:
+        answers.setdefault(question.kind, set()).add(question.answer_tokens)
+    return answers
+
+
 @dataclass
 class QuestionData:
     """Questions about the world's train, validation and test stories (disjoint by text, as in pretraining).

@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
     exercises_build.set_defaults(run=_run_exercises_build)
     exercises_check.set_defaults(run=_run_exercises_check)
+    exercises_nbgrader = exercises_commands.add_parser(
+        "nbgrader", help="export the solutions as nbgrader assignments: OUT/NN_name/NN_name.ipynb"
+    )
+    exercises_nbgrader.add_argument("--out", default="nbgrader/source",
+                                    help="nbgrader's source folder (default: nbgrader/source)")
+    exercises_nbgrader.add_argument("--solutions", default="solutions",
+                                    help="the source notebooks (default: solutions)")
+    exercises_nbgrader.add_argument("--force", action="store_true",
+                                    help="replace exported notebooks that were edited since")
+    exercises_nbgrader.set_defaults(run=_run_exercises_nbgrader)
 
     grade = commands.add_parser(
         "grade", help="grade the learners' exercise notebooks (SUBMISSIONS holds one folder per learner)"
@@ -55,7 +65,62 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--solutions", default="solutions", help="the instructor's notebooks (default: solutions)")
     grade.add_argument("--require-sandbox", action="store_true",
                        help="refuse to grade unless bubblewrap isolates every learner's kernel")
+    grade.add_argument("--notebooks", nargs="+", metavar="NOTEBOOK",
+                       help="grade only these notebooks, each by number or name (01 05_bert); all by default")
+    grade.add_argument("--shard", type=_shard, metavar="i/N",
+                       help="grade only the i-th of N parts of the class, split by learner name; "
+                            "merge the N reports with `course gradebook`")
+    grade.add_argument("--resume", action="store_true",
+                       help="keep the rows of notebooks unchanged since the run that wrote --out (and its record)")
+    grade.add_argument("--gradebook", metavar="FILE",
+                       help="also write a gradebook: one row per learner, one column per notebook")
     grade.set_defaults(run=_run_grade)
+
+    gradebook = commands.add_parser(
+        "gradebook", help="merge grade reports (the shards of a class) into one report and a gradebook"
+    )
+    gradebook.add_argument("reports", nargs="+", metavar="REPORT", help="grade reports written by `course grade`")
+    gradebook.add_argument("--out", default="grades.csv", help="the merged report (default: grades.csv)")
+    gradebook.add_argument("--gradebook", default="gradebook.csv",
+                           help="one row per learner, one column per notebook (default: gradebook.csv)")
+    gradebook.set_defaults(run=_run_gradebook)
+
+    handout = commands.add_parser(
+        "handout", help="make the learners' copy of the course (no solutions/ or tests/): an archive, a branch, "
+                        "and the nbgitpuller link"
+    )
+    handout.add_argument("--out", metavar="FILE.tar.gz", help="write the copy as a gzipped tar archive")
+    handout.add_argument("--branch", metavar="NAME",
+                         help="commit the copy to this branch (its own history; default with --hub: learners)")
+    handout.add_argument("--hub", metavar="URL", help="the hub's address, for the nbgitpuller link")
+    handout.add_argument("--repo", metavar="GIT_URL",
+                         help="where learners' servers clone the branch from, for the link")
+    handout.add_argument("--folder", default="course",
+                         help="the folder learners get: the archive's top folder, ~/FOLDER on the hub "
+                              "(default: course)")
+    handout.add_argument("--from", dest="revision", default="HEAD", metavar="REVISION",
+                         help="the commit to copy (default: HEAD)")
+    handout.set_defaults(run=_run_handout)
+
+    collect = commands.add_parser(
+        "collect", help="copy each learner's exercise notebooks from a hub's home folders, one folder per learner"
+    )
+    collect.add_argument("homes", metavar="HOMES", help="the folder of the learners' homes, like /home")
+    collect.add_argument("--folder", default="course",
+                         help="the course's folder inside each home (default: course); notebooks are taken "
+                              "from its exercises/")
+    collect.add_argument("--out", default="submissions", help="one folder per learner (default: submissions)")
+    collect.set_defaults(run=_run_collect)
+
+    give_back = commands.add_parser(
+        "return", help="put each learner's feedback file (FEEDBACK_DIR/<user>.md) into their course folder"
+    )
+    give_back.add_argument("feedback_dir", metavar="FEEDBACK_DIR", help="written by `course grade --feedback`")
+    give_back.add_argument("homes", metavar="HOMES", help="the folder of the learners' homes, like /home")
+    give_back.add_argument("--folder", default="course",
+                           help="the course's folder inside each home (default: course); the file lands there "
+                                "as feedback.md")
+    give_back.set_defaults(run=_run_return)
 
     pretrain = commands.add_parser("pretrain", help="train a shipped checkpoint again (tiny-bert, tiny-gpt, "
                                    "or notebook 10's chat-sft and chat-reward, made from tiny-gpt)")
@@ -121,6 +186,31 @@ def _run_exercises_check(args: argparse.Namespace) -> int:
     return run_check_command(Path(args.solutions), Path(args.exercises))
 
 
+def _run_handout(args: argparse.Namespace) -> int:
+    from course_lib.tools.handout import run_handout_command
+
+    return run_handout_command(Path.cwd(), revision=args.revision, out=Path(args.out) if args.out else None,
+                               branch=args.branch, hub=args.hub, repo=args.repo, folder=args.folder)
+
+
+def _run_collect(args: argparse.Namespace) -> int:
+    from course_lib.tools.homes import run_collect_command
+
+    return run_collect_command(Path(args.homes), folder=args.folder, out=Path(args.out))
+
+
+def _run_return(args: argparse.Namespace) -> int:
+    from course_lib.tools.homes import run_return_command
+
+    return run_return_command(Path(args.feedback_dir), Path(args.homes), folder=args.folder)
+
+
+def _run_exercises_nbgrader(args: argparse.Namespace) -> int:
+    from course_lib.tools.nbgrader_export import run_nbgrader_command
+
+    return run_nbgrader_command(Path(args.solutions), Path(args.out), force=args.force)
+
+
 def _positive_number(text: str) -> float:
     """An argparse type: a finite number above 0 (argparse names the option in its error)."""
     try:
@@ -132,6 +222,16 @@ def _positive_number(text: str) -> float:
     return value
 
 
+def _shard(text: str):
+    """An argparse type: ``i/N`` with 1 <= i <= N."""
+    from course_lib.tools.grading.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _run_grade(args: argparse.Namespace) -> int:
     from course_lib.tools.grading import SandboxLimits, run_grade_command
 
@@ -139,7 +239,16 @@ def _run_grade(args: argparse.Namespace) -> int:
     return run_grade_command(
         Path(args.submissions), out=Path(args.out), feedback_dir=Path(args.feedback) if args.feedback else None,
         solutions_dir=Path(args.solutions), limits=limits, workers=args.workers, require_sandbox=args.require_sandbox,
+        notebooks=args.notebooks, shard=args.shard, resume=args.resume,
+        gradebook=Path(args.gradebook) if args.gradebook else None,
     )
+
+
+def _run_gradebook(args: argparse.Namespace) -> int:
+    from course_lib.tools.grading.gradebook import run_gradebook_command
+
+    return run_gradebook_command([Path(report) for report in args.reports], out=Path(args.out),
+                                 gradebook=Path(args.gradebook))
 
 
 def main(argv: list[str] | None = None) -> int:

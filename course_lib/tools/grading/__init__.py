@@ -14,6 +14,9 @@ replaying what the learner's functions returned.
     kernel_run   running a graded copy in a kernel
     replay       verdicts from the recorded answers, one row per exercise
     report       the rows, the CSV, the feedback files, the summary
+    shards       the split of a class into N parts (``--shard i/N``)
+    resume       what a re-run keeps (``--resume``): fingerprints and the record
+    gradebook    reports merged (``course gradebook``), one row per learner
     batch        a whole class, and the ``course grade`` command
 
 Statuses (GRADE_STATUSES): ``passed``, ``failed`` (partial credit: the
@@ -23,7 +26,10 @@ notebook or no cell of the learner holds the exercise), ``timeout``, and
 ``error`` (the kernel stopped, or a notebook could not be read).
 """
 from course_lib.tools.grading.batch import DEFAULT_WORKERS, grade_submissions, run_grade_command
-from course_lib.tools.grading.course import CourseNotebook, Exercise, GradingError, load_course
+from course_lib.tools.grading.course import CourseNotebook, Exercise, GradingError, load_course, select_notebooks
+from course_lib.tools.grading.gradebook import (
+    GradebookError, gradebook_table, merge_grade_reports, read_grades_csv, write_gradebook,
+)
 from course_lib.tools.grading.replay import grade_exercise, replay_check
 from course_lib.tools.grading.report import (
     CSV_COLUMNS, GRADE_STATUSES, GradeReport, GradeRow, format_summary, write_feedback, write_grades_csv,
@@ -32,10 +38,14 @@ from course_lib.tools.grading.sandbox import (
     BUBBLEWRAP, ISOLATION_KINDS, NETWORK_NAMESPACE, NO_ISOLATION, Isolation, SandboxLimits, bubblewrap_problem,
     choose_isolation, network_isolation_command,
 )
+from course_lib.tools.grading.resume import GradedNotebook, read_record, record_path
+from course_lib.tools.grading.shards import Shard, shard_of
 
 __all__ = [
     "DEFAULT_WORKERS", "grade_submissions", "run_grade_command",
-    "CourseNotebook", "Exercise", "GradingError", "load_course",
+    "CourseNotebook", "Exercise", "GradingError", "load_course", "select_notebooks",
+    "GradebookError", "gradebook_table", "merge_grade_reports", "read_grades_csv", "write_gradebook",
+    "GradedNotebook", "read_record", "record_path", "Shard", "shard_of",
     "grade_exercise", "replay_check",
     "CSV_COLUMNS", "GRADE_STATUSES", "GradeReport", "GradeRow", "format_summary", "write_feedback", "write_grades_csv",
     "BUBBLEWRAP", "ISOLATION_KINDS", "NETWORK_NAMESPACE", "NO_ISOLATION", "Isolation", "SandboxLimits",

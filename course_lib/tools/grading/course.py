@@ -1,6 +1,7 @@
 """What is graded: the exercises of the instructor's solutions notebooks, and how each check is called."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,9 @@ class CourseNotebook:
     """A solutions notebook's code cells, each with the exercise and role the exercise build gives it.
 
     ``roles[i]`` is ``(exercise_id, "solution" | "check")`` or ``(None, None)``;
-    ``placeholders[i]`` is the source a learner receives for solution cell i.
+    ``placeholders[i]`` is the source a learner receives for solution cell i;
+    ``file_sha256`` is the hash of the solutions file, so a re-run can tell
+    whether the instructor changed it.
     """
 
     name: str
@@ -41,6 +44,7 @@ class CourseNotebook:
     roles: tuple[tuple[str | None, str | None], ...]
     placeholders: dict[int, str]
     exercises: tuple[Exercise, ...]
+    file_sha256: str = ""
 
 
 def load_course(solutions_dir: Path) -> dict[str, CourseNotebook]:
@@ -98,4 +102,23 @@ def _load_course_notebook(path: Path) -> CourseNotebook:
             f"{path}: every exercise needs a solution cell and a check cell; solutions without a check: "
             f"{sorted(solution_ids - checked_ids)}, checks without a solution: {sorted(checked_ids - solution_ids)}"
         )
-    return CourseNotebook(path.stem, tuple(sources), tuple(roles), placeholders, tuple(exercises))
+    return CourseNotebook(path.stem, tuple(sources), tuple(roles), placeholders, tuple(exercises),
+                          file_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def select_notebooks(course: dict[str, CourseNotebook], selectors: list[str] | None) -> dict[str, CourseNotebook]:
+    """The notebooks of ``course`` that ``selectors`` name, each by its number ("01") or its name ("01_attention").
+
+    None selects the whole course. A selector that names no notebook is a
+    GradingError that lists the notebooks there are.
+    """
+    if selectors is None:
+        return course
+    chosen = set()
+    for selector in selectors:
+        matches = {name for name in course if selector in (name, name.split("_", 1)[0])}
+        if not matches:
+            raise GradingError(f"notebooks (--notebooks): no gradable notebook is {selector!r}; "
+                               f"give a number or a name among {', '.join(course)}")
+        chosen |= matches
+    return {name: notebook for name, notebook in course.items() if name in chosen}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from course_lib.tools.grading.sandbox import Isolation
@@ -35,13 +35,20 @@ class GradeRow:
 
 @dataclass
 class GradeReport:
-    """Everything a batch produced: the rows, notes for each learner, problems of the grader, its isolation."""
+    """Everything a batch produced: the rows, notes for each learner, problems of the grader, its isolation.
+
+    ``graded`` holds, by (learner, notebook), each notebook graded with its
+    fingerprint (``resume.GradedNotebook``), for the record a re-run reads;
+    ``kept`` counts those taken unchanged from the previous run.
+    """
 
     rows: list[GradeRow]
     notes: dict[str, list[str]]
     grader_problems: list[str]
     isolation: Isolation
     seconds: float
+    graded: dict = field(default_factory=dict)
+    kept: int = 0
 
 
 def write_grades_csv(rows: list[GradeRow], path: Path) -> None:

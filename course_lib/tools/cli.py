@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check that this environment can run the course")
     doctor.set_defaults(run=_run_doctor)
 
-    exercises = commands.add_parser("exercises", help="generate the exercise notebooks from the solutions notebooks")
+    exercises = commands.add_parser(
+        "exercises", help="generate the exercise notebooks (or nbgrader assignments) from the solutions notebooks"
+    )
     exercises_commands = exercises.add_subparsers(dest="exercises_command", required=True)
     exercises_build = exercises_commands.add_parser(
         "build", help="write exercises/NN_name.ipynb for every solutions/NN_name.ipynb"

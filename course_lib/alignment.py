@@ -15,7 +15,17 @@ Three formulas turn such comparisons into training signals:
   reference in the place of the reward, so the preferences train the
   policy with no reward model and no sampling.
 
-All three take and return plain tensors; ``lab.chat`` runs them on models.
+Two more turn sampled answers and their rewards into training signals:
+
+* ``policy_gradient_loss``: REINFORCE (Williams, 1992) on a reward less a
+  KL penalty to a frozen reference, the objective of RLHF (Ouyang et al.,
+  2022, equation 2, without its pretraining term); minimising it raises the
+  log-probability of the answers that scored above the baseline.
+* ``ppo_clip_loss``: PPO's clipped surrogate (Schulman et al., 2017,
+  equation 7), which lets a batch of samples be used for several steps
+  without the policy running away from the one that sampled them.
+
+All five take and return plain tensors; ``lab.chat`` runs them on models.
 They are the exercises of notebook 10.
 """
 from __future__ import annotations
@@ -96,6 +106,69 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return preference_loss(chosen_reward, rejected_reward)
 
 
+def policy_gradient_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                         rewards: torch.Tensor, beta: float, baseline: float | torch.Tensor) -> torch.Tensor:
+    """REINFORCE with a KL penalty: −mean_b((R_b − baseline_b) · log π(answer_b)), R_b taken as a constant.
+
+    Args:
+        logprobs: (B, T) log π(y_t) of each sampled token under the policy, with the gradient that trains it.
+        ref_logprobs: (B, T) the same tokens' log-probabilities under the frozen reference.
+        mask: (B, T) bool, True at the answer's tokens; every other position is ignored.
+        rewards: (B,) the reward of each answer (a reward model's score, or a judge's verdict).
+        beta: a number >= 0, the KL penalty's weight.
+        baseline: a number (or a 0-dimensional tensor), or (B,) one per answer: subtracted from the shaped rewards, it changes the
+            gradient's noise, not its expectation, as long as it does not depend on the answer it is paired with.
+
+    Returns:
+        A scalar tensor. The shaped reward of answer b is
+        R_b = rewards_b − beta · Σ_t mask·(logprobs − ref_logprobs), the sampled answer's log-ratio to the
+        reference standing in for the KL divergence; it is a constant of the loss (no gradient flows through
+        it), whose gradient is therefore −mean_b((R_b − baseline_b) · ∇ Σ_t mask·logprobs[b, t]).
+    """
+    _check_token_inputs(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    B = logprobs.shape[0]
+    _check_per_sequence("rewards", rewards, B)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0 <= beta < math.inf):
+        raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+    if isinstance(baseline, torch.Tensor) and baseline.dim() > 0:
+        _check_per_sequence("baseline", baseline, B)
+    elif isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
+        raise TypeError(f"baseline must be a number or a (B,) = ({B},) tensor, got {_described(baseline)}")
+    answer_log_probs = logprobs.masked_fill(~mask, 0.0).sum(dim=1)                        # (B,) log π(answer)
+    with torch.no_grad():
+        log_ratio = (logprobs - ref_logprobs).masked_fill(~mask, 0.0).sum(dim=1)          # (B,) the KL's sample
+        shaped = rewards - beta * log_ratio                                               # (B,) a constant
+    return -((shaped - baseline) * answer_log_probs).mean()
+
+
+def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                  mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
+    """PPO's clipped surrogate: the mean over answer tokens of −min(ρ·A, clamp(ρ, 1 − clip, 1 + clip)·A).
+
+    Args:
+        logprobs: (B, T) log-probabilities of the sampled tokens under the policy being trained (with gradient).
+        old_logprobs: (B, T) the same under the policy that sampled them, a constant.
+        advantages: (B,) how much better than expected each answer was; every token of an answer shares it.
+        mask: (B, T) bool, True at the answer's tokens; at least one must be True.
+        clip: a number in (0, 1), how far the ratio ρ = π / π_old may move before a token stops pulling.
+
+    Returns:
+        A scalar tensor: the mean over the tokens where ``mask`` is True. Where the ratio has already moved
+        past 1 ± clip in the advantage's direction the clipped term is the smaller one and its gradient is 0:
+        a batch cannot push the policy further than that, however many steps reuse it.
+    """
+    _check_token_inputs(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
+    _check_per_sequence("advantages", advantages, logprobs.shape[0])
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < 1:
+        raise ValueError(f"clip must be a number between 0 and 1, got {clip!r}")
+    if not mask.any():
+        raise ValueError("mask must be True at one token at least: the loss is a mean over the answer tokens")
+    ratio = torch.exp(logprobs - old_logprobs)                                             # (B, T)
+    advantage = advantages[:, None]                                                       # (B, 1): per token
+    surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)  # (B, T)
+    return -surrogate[mask].mean()
+
+
 # ---------------------------------------------------------------------------
 # Checking the inputs
 # ---------------------------------------------------------------------------
@@ -138,3 +211,27 @@ def _check_pairs(**named: Any) -> None:
         if x.shape != first.shape:
             raise ValueError(f"{name} {tuple(x.shape)} and {first_name} {tuple(first.shape)} must have the same "
                              "shape (B,): one number per pair")
+
+
+def _check_token_inputs(mask: Any, **named: Any) -> None:
+    """Every named argument a (B, T) floating-point tensor, ``mask`` a (B, T) bool tensor of the same shape."""
+    first_name, first = next(iter(named.items()))
+    for name, x in named.items():
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2:
+            raise TypeError(f"{name} must be a (B, T) floating-point tensor, one value per token, got {_described(x)}")
+        if x.shape != first.shape:
+            raise ValueError(f"{name} {tuple(x.shape)} and {first_name} {tuple(first.shape)} must have the same "
+                             "shape (B, T)")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a (B, T) bool tensor (True = an answer token), got {_described(mask)}; "
+                        "for a 0/1 mask, pass mask.bool()")
+    if mask.shape != first.shape:
+        raise ValueError(f"mask must have the shape {tuple(first.shape)} of {first_name}, got {tuple(mask.shape)}")
+
+
+def _check_per_sequence(name: str, x: Any, B: int) -> None:
+    """``x`` a (B,) floating-point tensor: one number per answer."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a (B,) floating-point tensor, one number per answer, got {_described(x)}")
+    if x.shape != (B,):
+        raise ValueError(f"{name} must have shape (B,) = ({B},), one number per answer, got {tuple(x.shape)}")

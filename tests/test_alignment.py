@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.alignment import dpo_loss, preference_loss, sequence_log_prob
+from course_lib.alignment import dpo_loss, policy_gradient_loss, ppo_clip_loss, preference_loss, sequence_log_prob
 from course_lib.models import GPT, TransformerConfig
 from course_lib.objectives import IGNORE_INDEX, gpt_token_losses
 
@@ -207,3 +207,130 @@ def test_dpo_loss_names_the_bad_one_of_its_four_log_probabilities(generator):
         dpo_loss(pc, pr, rc, rr.long())
     with pytest.raises(ValueError, match=r"policy_rejected_logps must have shape \(B,\)"):
         dpo_loss(pc, pr[:, None], rc, rr)
+
+
+# ---------------------------------------------------------------------------
+# policy_gradient_loss
+# ---------------------------------------------------------------------------
+
+
+def sampled_tokens(generator, B=3, T=5):
+    """(logprobs with gradient, ref_logprobs, mask, rewards) of B answers after prompts of different lengths."""
+    logprobs = (-3.0 * torch.rand(B, T, generator=generator)).requires_grad_()
+    ref_logprobs = -3.0 * torch.rand(B, T, generator=generator)
+    mask = torch.arange(T)[None, :] >= torch.tensor([1, 2, 4])[:B, None]
+    return logprobs, ref_logprobs, mask, torch.randn(B, generator=generator)
+
+
+@pytest.mark.parametrize("baseline", [0.0, 0.7, torch.tensor([0.2, -0.4, 1.0])])
+def test_policy_gradient_loss_is_reinforce_on_the_penalised_reward(generator, baseline):
+    logprobs, ref_logprobs, mask, rewards = sampled_tokens(generator)
+    beta = 0.3
+    loss = policy_gradient_loss(logprobs, ref_logprobs, mask, rewards, beta, baseline)
+    loss.backward()
+
+    log_ratio = ((logprobs - ref_logprobs) * mask).sum(dim=1).detach()
+    advantage = rewards - beta * log_ratio - baseline                               # (B,)
+    torch.testing.assert_close(loss, -(advantage * (logprobs * mask).sum(dim=1)).mean())
+    # REINFORCE: each answer token's log-probability is pushed by its answer's advantage, nothing else.
+    torch.testing.assert_close(logprobs.grad, -advantage[:, None] * mask / len(rewards))
+
+
+def test_the_expected_policy_gradient_is_the_gradient_of_reward_less_beta_kl():
+    # A policy over 5 one-token answers, every answer weighted by its probability: the exact expectation of
+    # REINFORCE's gradient is the gradient of E[r] - beta * KL(pi || pi_ref), whatever the baseline.
+    theta = torch.tensor([0.3, -1.0, 0.8, 0.0, -0.5], dtype=torch.float64, requires_grad=True)
+    ref_log_probs = torch.log_softmax(torch.tensor([0.0, 0.5, -0.5, 1.0, 0.2], dtype=torch.float64), dim=0)
+    reward, beta = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0], dtype=torch.float64), 0.4
+    log_probs = torch.log_softmax(theta, dim=0)
+    probs = log_probs.exp().detach()
+    every_answer = (log_probs[:, None], ref_log_probs[:, None], torch.ones(5, 1, dtype=torch.bool))
+    surrogate = sum(probs[y] * policy_gradient_loss(every_answer[0][y:y + 1], every_answer[1][y:y + 1],
+                                                    every_answer[2][y:y + 1], reward[y:y + 1], beta, baseline=1.5)
+                    for y in range(5))
+    (expected_gradient,) = torch.autograd.grad(surrogate, theta)
+
+    log_probs = torch.log_softmax(theta, dim=0)
+    objective = (log_probs.exp() * reward).sum() - beta * (log_probs.exp() * (log_probs - ref_log_probs)).sum()
+    (true_gradient,) = torch.autograd.grad(objective, theta)
+    torch.testing.assert_close(expected_gradient, -true_gradient)
+
+
+def test_policy_gradient_loss_never_reads_outside_the_mask(generator):
+    logprobs, ref_logprobs, mask, rewards = sampled_tokens(generator)
+    garbage = logprobs.detach().masked_fill(~mask, -math.inf).requires_grad_()
+    loss = policy_gradient_loss(garbage, ref_logprobs.masked_fill(~mask, math.inf), mask, rewards, 0.1, 0.0)
+    loss.backward()
+
+    torch.testing.assert_close(loss, policy_gradient_loss(logprobs, ref_logprobs, mask, rewards, 0.1, 0.0))
+    assert torch.isfinite(garbage.grad).all() and (garbage.grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (lambda a: {**a, "mask": a["mask"].float()}, TypeError, "mask must be a .B, T. bool tensor"),
+    (lambda a: {**a, "ref_logprobs": a["ref_logprobs"][:, :4]}, ValueError, r"ref_logprobs \(3, 4\) and logprobs"),
+    (lambda a: {**a, "rewards": a["rewards"][:2]}, ValueError, r"rewards must have shape \(B,\) = \(3,\)"),
+    (lambda a: {**a, "beta": -0.1}, ValueError, "beta must be a number >= 0, got -0.1"),
+    (lambda a: {**a, "baseline": torch.zeros(4)}, ValueError, r"baseline must have shape \(B,\) = \(3,\)"),
+    (lambda a: {**a, "baseline": "mean"}, TypeError, "baseline must be a number or a"),
+    (lambda a: {**a, "logprobs": a["logprobs"][0]}, TypeError, "logprobs must be a .B, T. floating-point tensor"),
+])
+def test_policy_gradient_loss_names_a_bad_argument(generator, change, error, words):
+    logprobs, ref_logprobs, mask, rewards = sampled_tokens(generator)
+    arguments = dict(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask, rewards=rewards, beta=0.1, baseline=0.0)
+    with pytest.raises(error, match=words):
+        policy_gradient_loss(**change(arguments))
+
+
+# ---------------------------------------------------------------------------
+# ppo_clip_loss
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip", [0.1, 0.2, 0.3])
+def test_ppo_clip_loss_is_the_clipped_surrogate_over_the_answer_tokens(generator, clip):
+    logprobs, old_logprobs, mask, _ = sampled_tokens(generator)
+    advantages = torch.tensor([1.0, -0.5, 2.0])
+    loss = ppo_clip_loss(logprobs, old_logprobs, advantages, mask, clip)
+
+    terms = []
+    for b, t in mask.nonzero().tolist():
+        ratio = math.exp(logprobs[b, t].item() - old_logprobs[b, t].item())
+        A = advantages[b].item()
+        terms.append(-min(ratio * A, min(max(ratio, 1 - clip), 1 + clip) * A))
+    torch.testing.assert_close(loss.item(), sum(terms) / len(terms))
+
+
+def test_ppo_passes_no_gradient_where_the_ratio_has_moved_past_the_clip_in_the_advantages_direction():
+    old = torch.zeros(1, 4)
+    # ratios 1.5 and 0.6 with a positive advantage, then the same with a negative one
+    logprobs = torch.log(torch.tensor([[1.5, 0.6, 1.5, 0.6]])).requires_grad_()
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    ppo_clip_loss(logprobs[:, :2], old[:, :2], torch.tensor([1.0]), mask[:, :2]).backward()
+    ppo_clip_loss(logprobs[:, 2:], old[:, 2:], torch.tensor([-1.0]), mask[:, 2:]).backward()
+
+    clipped = logprobs.grad[0] == 0
+    assert clipped.tolist() == [True, False, False, True]
+
+
+def test_at_the_first_step_ppo_is_the_policy_gradient(generator):
+    # Every ratio is 1 before the policy moves: the gradient is REINFORCE's, averaged over the answer tokens.
+    logprobs, _, mask, _ = sampled_tokens(generator)
+    advantages = torch.tensor([0.5, -1.0, 2.0])
+    ppo_clip_loss(logprobs, logprobs.detach(), advantages, mask).backward()
+
+    torch.testing.assert_close(logprobs.grad, -advantages[:, None] * mask / mask.sum())
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (lambda a: {**a, "clip": 1.5}, ValueError, "clip must be a number between 0 and 1, got 1.5"),
+    (lambda a: {**a, "mask": torch.zeros(3, 5, dtype=torch.bool)}, ValueError, "mask must be True at one token"),
+    (lambda a: {**a, "advantages": a["advantages"][:, None]}, ValueError, r"advantages must have shape \(B,\)"),
+    (lambda a: {**a, "old_logprobs": a["old_logprobs"].long()}, TypeError, "old_logprobs must be a .B, T."),
+])
+def test_ppo_clip_loss_names_a_bad_argument(generator, change, error, words):
+    logprobs, old_logprobs, mask, advantages = sampled_tokens(generator)
+    arguments = dict(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
+    with pytest.raises(error, match=words):
+        ppo_clip_loss(**change(arguments))
+

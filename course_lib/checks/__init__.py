@@ -16,6 +16,7 @@ from course_lib.checks.transformer_checks import check_encoder_block_forward, ch
 from course_lib.checks.transfer_checks import check_gpt_finetune_loss, check_per_position_loss
 from course_lib.checks.asking_checks import check_best_span, check_sft_labels, check_verbalizer_logits
 from course_lib.checks.alignment_checks import check_dpo_loss, check_preference_loss, check_sequence_log_prob
+from course_lib.checks.policy_gradient_checks import check_policy_gradient_loss, check_ppo_clip_loss
 from course_lib.checks.pretraining_checks import check_fill_masks, check_mask_tokens
 from course_lib.checks.generation_checks import check_generate_greedy, check_sample_next_token
 from course_lib.checks.position_checks import check_shift_matrix, check_sinusoidal_positional_encoding
@@ -36,6 +37,7 @@ __all__ = [
     "check_mask_tokens", "check_fill_masks", "check_sample_next_token", "check_generate_greedy",
     "check_best_span", "check_verbalizer_logits", "check_sft_labels",
     "check_sequence_log_prob", "check_preference_loss", "check_dpo_loss",
+    "check_policy_gradient_loss", "check_ppo_clip_loss",
     "check_shift_matrix", "check_decoder_block_forward", "check_training_step", "check_gpt_forward",
     "check_kv_cache_step", "check_gpt_sentence_score", "check_pseudo_log_likelihood", "check_mean_pool",
     "check_trainable_parameters",

@@ -200,23 +200,46 @@ class KVCache:
     are the same as at the previous step (a causal layer never lets a token
     see later ones), so they are kept here and only the new token's are
     computed. ``len(cache)`` is the number of positions cached.
+
+    The positions live in buffers of ``max_len`` positions (the model's
+    longest sequence), allocated at the first ``append``: a step writes only
+    its new positions, where ``torch.cat`` would copy the whole cache into a
+    longer tensor at every step. Without ``max_len`` the buffers double when full.
     """
 
-    def __init__(self):
-        self.keys: torch.Tensor | None = None    # (B, n_heads, T_cached, d_head)
-        self.values: torch.Tensor | None = None  # (B, n_heads, T_cached, d_head)
+    def __init__(self, max_len: int | None = None):
+        if max_len is not None:
+            check_positive_int("max_len", max_len)
+        self.max_len = max_len
+        self.keys: torch.Tensor | None = None    # (B, n_heads, T_cached, d_head), a view of the buffer
+        self.values: torch.Tensor | None = None  # (B, n_heads, T_cached, d_head), a view of the buffer
+        self._key_buffer: torch.Tensor | None = None    # (B, n_heads, capacity, d_head)
+        self._value_buffer: torch.Tensor | None = None  # (B, n_heads, capacity, d_head)
 
     def __len__(self) -> int:
         return 0 if self.keys is None else self.keys.shape[-2]
 
     def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add the new positions' keys and values; return all of them, cached ones first."""
-        if self.keys is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = torch.cat([self.keys, keys], dim=-2)  # (B, n_heads, T_cached + T_new, d_head)
-            self.values = torch.cat([self.values, values], dim=-2)
+        """Add the new positions' keys and values (B, n_heads, T_new, d_head); return all of them, cached ones first."""
+        start = len(self)
+        end = start + keys.shape[-2]
+        if self._key_buffer is None or end > self._key_buffer.shape[-2]:
+            self._grow(keys, values, end)
+        self._key_buffer.narrow(2, start, end - start).copy_(keys)
+        self._value_buffer.narrow(2, start, end - start).copy_(values)
+        self.keys = self._key_buffer.narrow(2, 0, end)  # (B, n_heads, T_cached + T_new, d_head)
+        self.values = self._value_buffer.narrow(2, 0, end)
         return self.keys, self.values
+
+    def _grow(self, keys: torch.Tensor, values: torch.Tensor, needed: int) -> None:
+        """New buffers for at least ``needed`` positions, holding the positions cached so far."""
+        capacity = max(needed, self.max_len or 0, 2 * len(self))
+        old_keys, old_values = self.keys, self.values
+        self._key_buffer = keys.new_empty(*keys.shape[:-2], capacity, keys.shape[-1])
+        self._value_buffer = values.new_empty(*values.shape[:-2], capacity, values.shape[-1])
+        if old_keys is not None:
+            self._key_buffer.narrow(2, 0, old_keys.shape[-2]).copy_(old_keys)
+            self._value_buffer.narrow(2, 0, old_values.shape[-2]).copy_(old_values)
 
 
 class MultiHeadAttention(nn.Module):
@@ -244,15 +267,22 @@ class MultiHeadAttention(nn.Module):
     * otherwise PyTorch's fused ``F.scaled_dot_product_attention``, which is
       faster and never builds the weights; ``self.attention_weights`` is then None.
 
+    Self-attention computes its queries, keys and values with one matrix
+    product, the three weight matrices side by side: the same numbers as
+    three products, one large operation instead of three small ones.
+
     check_empty_rows: raise when ``mask`` leaves a query no key to attend to.
     The models' blocks turn it off: in a model such a query is a padded
     position whose output is never used, and the check would wait for the
     GPU in every layer. Without the check, such a query gets zero weights
     and a zero output on both paths (before ``out_proj``).
+    check_inputs: check the shapes and types of every call's inputs. The
+    models' blocks turn it off: the model checks its input once per call,
+    and the same checks in every layer would only cost time.
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
-                 check_empty_rows: bool = True):
+                 check_empty_rows: bool = True, check_inputs: bool = True):
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("n_heads", n_heads)
@@ -268,6 +298,7 @@ class MultiHeadAttention(nn.Module):
         self.d_head = d_model // n_heads
         self.dropout = dropout
         self.check_empty_rows = check_empty_rows
+        self.check_inputs = check_inputs
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -309,12 +340,15 @@ class MultiHeadAttention(nn.Module):
         """
         key = query if key is None else key
         value = key if value is None else value
-        self._check_inputs(query, key, value, mask, cache)
+        if self.check_inputs:
+            self._check_inputs(query, key, value, mask, cache)
         Tq = query.shape[1]
 
-        q = split_heads(self.q_proj(query), self.n_heads)  # (B, n_heads, Tq, d_head)
-        k = split_heads(self.k_proj(key), self.n_heads)  # (B, n_heads, Tk, d_head)
-        v = split_heads(self.v_proj(value), self.n_heads)  # (B, n_heads, Tk, d_head)
+        if key is query and value is query:
+            projected = self._project_self(query)  # three (B, Tq, d_model), views of one product
+        else:
+            projected = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        q, k, v = (split_heads(x, self.n_heads) for x in projected)  # (B, n_heads, T, d_head) each
         if cache is not None:
             k, v = cache.append(k, v)  # (B, n_heads, T_cached + Tk, d_head)
         Tk = k.shape[-2]
@@ -343,6 +377,11 @@ class MultiHeadAttention(nn.Module):
             self.attention_weights = None
         return self.out_proj(merge_heads(out))  # (B, Tq, d_model)
 
+    def _project_self(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x Wq, x Wk and x Wv from one product with the three weight matrices side by side."""
+        weight, bias = stacked_projection(self)
+        return F.linear(x, weight, bias).chunk(3, dim=-1)  # (B, T, 3 d_model) -> three (B, T, d_model)
+
     def _check_inputs(self, query, key, value, mask, cache) -> None:
         for name, x in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, x)
@@ -367,6 +406,14 @@ class MultiHeadAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"
+
+
+def stacked_projection(attention: MultiHeadAttention) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The query, key and value projections' weights stacked (3 d_model, d_model), and their biases (3 d_model,)."""
+    layers = (attention.q_proj, attention.k_proj, attention.v_proj)
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+    return weight, bias
 
 
 # Input checks shared by the functions above: each error names the argument,

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from course_lib.fast_decoding import FastDecoder
 from course_lib.tokenizer import Batch
 from course_lib.utils import check_positive_int, evaluating
 
@@ -99,20 +100,33 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
     if not greedy:
         _check_sampling(temperature, top_k, top_p)
     max_len = model.config.max_len
-    if input_ids.shape[1] + max_new_tokens > max_len:
-        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens; {max_new_tokens} more would exceed "
+    B, T = input_ids.shape
+    if T + max_new_tokens > max_len:
+        raise ValueError(f"input_ids has {T} tokens; {max_new_tokens} more would exceed "
                          f"the model's max_len={max_len}")
     if attention_mask is not None:
         _check_left_padded(attention_mask, input_ids)
+    # Room for every token from the start: each step writes one column instead of copying the sequence.
+    sequence = torch.cat([input_ids, input_ids.new_zeros(B, max_new_tokens)], dim=1)  # (B, T + max_new_tokens)
+    real = padding = None  # the mask covers every token so far, cached or not; new tokens are real
+    if attention_mask is not None:
+        real = torch.cat([attention_mask.bool(), attention_mask.new_ones(B, max_new_tokens, dtype=torch.bool)], dim=1)
+        padding = T - real[:, :T].sum(dim=1, keepdim=True)  # (B, 1): each row's left padding
     cache = model.new_cache() if use_cache else None
-    sequence = input_ids
-    next_input = input_ids  # with a cache only the tokens not yet read are fed
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    length = T  # tokens written so far
     with evaluating(model):
-        for _ in range(max_new_tokens):
-            # The mask, when there is one, covers every token so far, cached or not; new tokens are real.
-            masked = {} if attention_mask is None else {"attention_mask": attention_mask}
-            logits = model(next_input if use_cache else sequence, cache=cache, **masked)[:, -1]  # (B, V)
+        fast = FastDecoder.for_model(model) if use_cache else None
+        for step in range(max_new_tokens):
+            if fast is not None and step > 0:  # after the prompt: one token per row, on the fast path
+                position = length - 1 if padding is None else length - 1 - padding  # left padding moves no token
+                logits = fast.step(sequence[:, length - 1:length], position, cache,
+                                   None if real is None else real[:, None, None, :length])
+            else:
+                # With a cache only the tokens not yet read are fed: the prompt, then the last token.
+                new = sequence[:, length - 1:length] if use_cache and step > 0 else sequence[:, :length]
+                masked = {} if real is None else {"attention_mask": real[:, :length]}
+                logits = model(new, cache=cache, **masked)[:, -1]  # (B, V)
             if greedy:
                 next_ids = logits.argmax(dim=-1)
             else:
@@ -120,13 +134,11 @@ def generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, tem
             if eos_id is not None:
                 next_ids = next_ids.masked_fill(finished, eos_id)
                 finished |= next_ids == eos_id
-            sequence = torch.cat([sequence, next_ids[:, None]], dim=1)  # (B, T + tokens so far)
-            next_input = next_ids[:, None]  # (B, 1)
-            if attention_mask is not None:
-                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(next_ids), 1)], dim=1)
+            sequence[:, length] = next_ids
+            length += 1
             if eos_id is not None and finished.all():
                 break
-    return sequence
+    return sequence[:, :length]
 
 
 def _check_left_padded(attention_mask, input_ids) -> None:

@@ -198,20 +198,26 @@ class TransformerBlock(nn.Module):
     layer_norm_eps: the small number each layer norm adds to the variance
         before dividing by its square root (PyTorch's 1e-5; BERT used 1e-12).
 
+    check_inputs: the attention layers check the shapes of every call's
+        inputs. A model turns it off in its blocks: it checks its input once
+        per call instead of once per layer.
+
     A query that its mask leaves no key (a padded position in a left-padded
     batch) is not an error here: its output is never used.
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, *, norm_first: bool = False,
                  causal: bool = False, cross_attention: bool = False, activation: str = "gelu",
-                 layer_norm_eps: float = 1e-5):
+                 layer_norm_eps: float = 1e-5, check_inputs: bool = True):
         super().__init__()
         self.norm_first, self.causal = norm_first, causal
-        self.self_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False)
+        self.self_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False,
+                                                 check_inputs=check_inputs)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.dropout1 = nn.Dropout(dropout)
         if cross_attention:
-            self.cross_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False)
+            self.cross_attention = MultiHeadAttention(d_model, n_heads, dropout, check_empty_rows=False,
+                                                      check_inputs=check_inputs)
             self.norm_cross = nn.LayerNorm(d_model, eps=layer_norm_eps)
             self.dropout_cross = nn.Dropout(dropout)
         else:

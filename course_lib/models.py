@@ -104,7 +104,7 @@ class TransformerBody(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(config.d_model, config.n_heads, config.d_ff, config.dropout, norm_first=norm_first,
                              causal=causal, cross_attention=cross_attention, activation=config.activation,
-                             layer_norm_eps=eps)
+                             layer_norm_eps=eps, check_inputs=False)  # checked once, in forward
             for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=eps) if norm_first else nn.Identity()
 
@@ -317,7 +317,7 @@ class GPT(nn.Module):
 
     def new_cache(self) -> list[KVCache]:
         """An empty key/value cache, one per block, for ``generate``."""
-        return [KVCache() for _ in self.body.blocks]
+        return [KVCache(self.config.max_len) for _ in self.body.blocks]
 
 
 class ClassificationHead(nn.Module):

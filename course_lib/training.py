@@ -120,6 +120,9 @@ def trimmed_batches(batches: Iterator[tuple], mask_index: int = 1) -> Iterator[t
         yield trim_padding(batch, batch[mask_index])
 
 
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where PyTorch has a fused AdamW kernel
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: decaying biases, norms and embeddings' scale helps nothing."""
     decay, no_decay = [], []
@@ -127,7 +130,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         if parameter.requires_grad:
             (decay if parameter.dim() >= 2 else no_decay).append(parameter)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
+    # One fused kernel updates every parameter, where the default runs about ten small operations per tensor.
+    fused = all(parameter.device.type in FUSED_ADAMW_DEVICES for parameter in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), fused=fused)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -2,8 +2,10 @@
 import pytest
 import torch
 
+from course_lib.attention import KVCache
+from course_lib.fast_decoding import FastDecoder
 from course_lib.generation import filter_logits, generate, left_pad, sample_next_token
-from course_lib.models import GPT, TransformerConfig
+from course_lib.models import BERT, GPT, TransformerConfig
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +130,77 @@ def test_a_batch_padded_on_the_right_is_refused(gpt):
         generate(gpt, torch.tensor([[5, 6, 7], [8, 0, 0]]), 3, greedy=True, attention_mask=right)
     with pytest.raises(ValueError, match=r"attention_mask must be a tensor of input_ids' shape \(B, T\) = \(1, 3\)"):
         generate(gpt, torch.tensor([[5, 6, 7]]), 3, attention_mask=torch.ones(1, 2, dtype=torch.bool))
+
+
+# -- the fast path: exactly the logits of the model's own forward pass with a cache -----------------
+
+FAST_CONFIGS = [
+    dict(positional="learned", activation="gelu"),
+    dict(positional="sinusoidal", activation="relu"),
+    dict(positional="learned", activation="gelu_tanh", layer_norm_eps=1e-6),
+]
+
+
+def readable_step(model, new_ids, cache, mask):
+    """The next-token logits by ``model``'s modules, the path notebook 06 explains."""
+    return model(new_ids, cache=cache, **({} if mask is None else {"attention_mask": mask}))[:, -1]
+
+
+@pytest.mark.parametrize("overrides", FAST_CONFIGS)
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_fast_path_gives_exactly_the_modules_logits(overrides, padded):
+    torch.manual_seed(1)
+    model = GPT(TransformerConfig(vocab_size=30, max_len=24, d_model=24, n_heads=3, n_layers=3, d_ff=40,
+                                  dropout=0.1, **overrides)).eval()
+    fast = FastDecoder.for_model(model)
+    prompts = left_pad([[1, 5, 7, 2], [3, 9], [4, 4, 4, 8]], pad_id=0)
+    mask = prompts.attention_mask if padded else None
+    ids = prompts.input_ids
+    slow_cache, fast_cache = model.new_cache(), model.new_cache()
+    with torch.no_grad():
+        torch.testing.assert_close(readable_step(model, ids, slow_cache, mask),
+                                   readable_step(model, ids, fast_cache, mask), rtol=0, atol=0)
+        for step in range(6):
+            new_ids = torch.randint(1, 30, (3, 1))
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.bool)], dim=1)
+            position = len(fast_cache[0]) if mask is None else (mask[:, :-1].sum(dim=1, keepdim=True))
+            slow = readable_step(model, new_ids, slow_cache, mask)
+            quick = fast.step(new_ids, position, fast_cache, None if mask is None else mask[:, None, None, :])
+            assert torch.equal(slow, quick), f"step {step}: largest difference {(slow - quick).abs().max()}"
+    assert len(fast_cache[0]) == len(slow_cache[0]) == ids.shape[1] + 6
+
+
+@pytest.mark.parametrize("settings", [dict(greedy=True), dict(top_k=5, temperature=1.3), dict(top_p=0.8)])
+def test_generate_writes_the_same_tokens_with_and_without_the_fast_path(gpt, settings, monkeypatch):
+    prompts = left_pad([[1, 5, 7], [3], [4, 4, 4, 8, 9]], pad_id=0)
+    run = lambda: generate(gpt, prompts.input_ids, 20, attention_mask=prompts.attention_mask, eos_id=2,
+                           generator=torch.Generator().manual_seed(3), **settings)
+    fast = run()
+    monkeypatch.setattr(FastDecoder, "for_model", classmethod(lambda cls, model: None))
+    assert torch.equal(fast, run())
+
+
+def test_the_fast_path_declines_what_it_cannot_run_exactly(gpt):
+    assert FastDecoder.for_model(gpt) is not None
+    assert FastDecoder.for_model(gpt.train()) is None  # dropout is on while training
+    gpt.eval()
+    gpt.body.blocks[0].self_attention.store_attention_weights = True  # a figure wants the weights
+    try:
+        assert FastDecoder.for_model(gpt) is None
+    finally:
+        gpt.body.blocks[0].self_attention.store_attention_weights = False
+    assert FastDecoder.for_model(BERT(TransformerConfig(vocab_size=30, max_len=8, d_model=8, n_heads=2,
+                                                        n_layers=1, d_ff=8))) is None
+
+
+def test_the_kv_cache_grows_past_its_first_buffer():
+    cache = KVCache()  # no max_len: the buffer doubles when full
+    keys = torch.randn(2, 3, 5, 4)
+    for start in range(0, 5):
+        cache.append(keys[:, :, start:start + 1], -keys[:, :, start:start + 1])
+    assert len(cache) == 5
+    assert torch.equal(cache.keys, keys) and torch.equal(cache.values, -keys)
+    bounded = KVCache(max_len=8)
+    bounded.append(keys, keys)
+    assert bounded._key_buffer.shape[-2] == 8  # one buffer for the model's whole length

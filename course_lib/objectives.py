@@ -193,8 +193,18 @@ def gpt_token_losses(gpt: torch.nn.Module, input_ids: torch.Tensor,
     """
     inputs, targets = next_token_targets(input_ids, attention_mask)  # (B, T-1) each: t reads 0..t, predicts t+1
     inputs_mask = None if attention_mask is None else attention_mask[:, :-1]
+    if inputs_mask is not None and _padded_on_the_right(inputs_mask):
+        # A causal model's real positions never see padding that comes after them: no mask is needed,
+        # and without one the model takes its fastest attention kernel.
+        inputs_mask = None
     with evaluating(gpt):
         return per_position_loss(gpt(inputs, inputs_mask), targets)
+
+
+def _padded_on_the_right(attention_mask: torch.Tensor) -> bool:
+    """Every row is real tokens, then padding only: the mask never rises along a row."""
+    mask = attention_mask.long()
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
 def masked_one_at_a_time_log_probs(bert: torch.nn.Module, input_ids: torch.Tensor,

@@ -260,12 +260,27 @@ class FairThreads:
 
     def __init__(self, interval: float = 3.0):
         self.interval = interval
-        self.watching = choose_threads(read_machine(others_busy=0.0)).rule == "cores"
+        self.machine = read_machine(others_busy=0.0)
+        self.rule = choose_threads(self.machine).rule
+        self.watching = self.rule == "cores"
         self.last = _CpuSample() if self.watching else None
+        self.busiest = 0.0  # the most cores other programs kept busy over one interval
 
     def check(self) -> None:
         if not self.watching or time.perf_counter() - self.last.wall < self.interval:
             return
         now = _CpuSample()
-        use_fair_threads(read_machine(others_busy=now.others_busy_since(self.last)))
+        others_busy = now.others_busy_since(self.last)
+        self.busiest = max(self.busiest, others_busy)
+        use_fair_threads(read_machine(others_busy=others_busy))
         self.last = now
+
+    def why_slow(self) -> str:
+        """A sentence on what slowed a run down, when the run saw it; empty otherwise."""
+        if self.rule == "hub":
+            return (" This JupyterHub shares its cores between its learners: when many train at once, each run "
+                    "gets fewer steps.")
+        if self.busiest >= BUSY_ROUNDING:
+            return (f" Other programs kept up to {self.busiest:.1f} of this machine's {self.machine.usable_cores} "
+                    "usable cores busy meanwhile; close them and run the cell again for the full run.")
+        return ""

@@ -201,7 +201,7 @@ def train(model: nn.Module, batches: Iterator[tuple], loss_fn: Callable[[nn.Modu
     bar.finish()
     if history.stopped_by_time_cap and progress:
         print(f"Stopped by the time cap of {max_seconds:g} s after {len(history.steps):,} of {config.steps:,} steps; "
-              "the results below come from this shorter run.")
+              f"the results below come from this shorter run.{fair_threads.why_slow()}")
     model.train(was_training)
     history.seconds = time.perf_counter() - start_time
     return history

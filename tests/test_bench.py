@@ -31,14 +31,16 @@ def test_reference_gpt_is_causal():
 def test_bench_reports_every_figure():
     measured = ("gpt", "bert", "generation", "finetune")  # qa, sft, chat: their tables are tested where they live
     results = run_bench(n_stories=3000, steps=6, throughput_steps=3, generation_len=24, n_samples=10, n_labels=8,
-                        sections=measured)
+                        recipe_steps=2, sections=measured)
     assert list(results) == list(measured)
     assert set(results["gpt"]) >= {"train_tokens_per_s", "reference_train_tokens_per_s", "throughput_ratio",
                                    "val_loss", "entropy_floor", "loss_over_floor", "train_seconds",
-                                   "valid_story_rate"}
+                                   "valid_story_rate", "vs_nanogpt_recipe_tokens_per_s", "matmul_peak_fraction"}
     assert set(results["bert"]) >= {"train_tokens_per_s", "reference_train_tokens_per_s", "throughput_ratio",
                                     "masked_accuracy", "pronoun_accuracy"}
-    assert set(results["generation"]) >= {"tokens_per_s_cache", "tokens_per_s_no_cache", "speedup"}
+    assert set(results["generation"]) >= {"tokens_per_s_cache", "tokens_per_s_no_cache", "speedup",
+                                          "tiny_gpt_tokens_per_s"}
+    assert 0 < results["gpt"]["matmul_peak_fraction"] < 1
     assert set(results["finetune"]) == {"n_labels", "pretrained_full", "pretrained_frozen", "scratch",
                                         "transfer_gain", "gpt_task_only", "gpt_task_plus_lm", "prompt_full"}
     finetune = results["finetune"]
@@ -82,3 +84,15 @@ def test_bench_runs_only_the_sections_asked_for():
     assert list(run_bench(generation_len=12, sections=("generation",))) == ["generation"]
     with pytest.raises(ValueError, match="sections must be some of"):
         run_bench(sections=("speed",))
+
+
+def test_a_training_steps_operations_are_counted_as_in_palm():
+    config = TransformerConfig(vocab_size=10, max_len=8, d_model=4, n_heads=2, n_layers=3, d_ff=16)
+    # Per layer: Wq, Wk, Wv, Wo (4 * 4 * 4) and the feed-forward's two (2 * 4 * 16); the LM head 10 * 4.
+    weights = 3 * (64 + 128) + 40
+    per_token = 6 * weights + 12 * 3 * 8 * 4
+    assert bench.training_step_flops(config, batch_size=5, T=8) == per_token * 5 * 8
+
+
+def test_the_matmul_peak_is_a_plausible_speed():
+    assert 1e8 < bench.matmul_peak(n=128, repeats=2) < 1e14  # FLOP/s: a CPU core does billions

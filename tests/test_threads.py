@@ -218,3 +218,14 @@ def test_doctor_on_a_machine_busy_to_the_last_core_warns():
 def test_doctor_with_a_learner_choice_of_fewer_threads_warns_on_an_idle_machine():
     finding = doctor.check_threads(laptop(course_threads="1"))
     assert finding.level == WARN and finding.fix.startswith("unset COURSE_NUM_THREADS")
+
+
+def test_a_run_says_what_slowed_it_down(monkeypatch):
+    for name in ("OMP_NUM_THREADS", "COURSE_NUM_THREADS", *threads.HUB_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    watch = threads.FairThreads()
+    assert watch.why_slow() == ""  # nothing seen: a slow machine, or nothing at all
+    watch.busiest = 1.2
+    assert "Other programs kept up to 1.2" in watch.why_slow() and "run the cell again" in watch.why_slow()
+    monkeypatch.setenv("JUPYTERHUB_USER", "ada")
+    assert "JupyterHub shares its cores" in threads.FairThreads().why_slow()

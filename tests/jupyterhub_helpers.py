@@ -13,12 +13,17 @@ where other users may not go (pyenv under root's home). Installing a second
 environment from the package index would cost minutes and 1.7 GB per run.
 So the test builds one that is cheap and still honest: a new virtual
 environment on the system's Python of the same version, whose site-packages
-are hard links to the course environment's files (nothing is copied: a link
-costs no space, and the whole tree takes a few seconds), minus the editable
-install, plus course_lib installed non-editably from a learners' copy that
-has no solutions/ and no tests/. Hard links share their file with the
-original, so nothing here ever writes into a linked file: a file that must
-differ is unlinked and written anew.
+link to the course environment's packages (a few hundred symbolic links,
+made and removed in a blink; hard links to every file where other users may
+not enter the course's folder), minus the editable install, plus course_lib
+installed non-editably from the learners' copy that `course handout` makes
+(no solutions/, no tests/). A link leads into the course's environment, so
+nothing here ever writes through one: a file that must differ is unlinked
+and written anew, in a real folder.
+
+The learners' copy is `course handout`'s archive of HEAD, as an instructor
+hands it out; every learner's home gets it in ~/course, where the handout's
+nbgitpuller link puts it. Changes not yet committed are not in it.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -56,9 +62,8 @@ COURSE_VENV = Path(sys.prefix)
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 STARTUP_TIMEOUT_S = 120  # a hub or a learner's server, on a busy 2-core machine
 
-# What a learner receives: the course without solutions/ and tests/.
-LEARNER_FILES = ["README.md", "pyproject.toml", "constraints.txt", "course_lib", "notebooks", "exercises"]
-LEARNER_HOME_FOLDERS = ["notebooks", "exercises"]
+# Where a learner's copy of the course lands in their home (`course handout`'s default folder).
+COURSE_FOLDER = "course"
 
 
 def require_class_machine() -> None:
@@ -97,53 +102,133 @@ def _everyone_may_run(path: Path) -> bool:
     return folders_passable and bool(path.stat().st_mode & 0o001)
 
 
-def learners_copy(target: Path) -> Path:
-    """The course as a learner receives it (no solutions/, no tests/), at ``target``."""
-    target.mkdir()
-    for name in LEARNER_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, target / name)
-    return target
+@dataclasses.dataclass(frozen=True)
+class Handout:
+    course_copy: Path  # the archive, unpacked: what the learners' environment installs
+    link: str  # the nbgitpuller link that clones the branch into a learner's ~/course
+    query: str  # the link's repository, branch and folder, as nbgitpuller's API takes them
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def hand_out(private: Path, hub_url: str, git_port: int) -> Handout:
+    """`course handout` as an instructor runs it: an archive, and a branch with its link, from HEAD.
+
+    The branch goes to a clone of the repository (the test never writes into
+    the repository itself), which ``serving_git`` then offers to the hub.
+    """
+    clone = private / "repository"
+    subprocess.run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(REPO), str(clone)], check=True)
+    archive = private / "handout.tar.gz"
+    made = subprocess.run([str(COURSE_VENV / "bin" / "course"), "handout", "--out", str(archive), "--hub", hub_url,
+                           "--repo", f"git://127.0.0.1:{git_port}/repository", "--folder", COURSE_FOLDER],
+                          cwd=clone, check=True, capture_output=True, text=True)
+    link = next(word for word in made.stdout.split() if word.startswith(f"{hub_url}/hub/user-redirect/git-pull?"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(private, filter="data")
+    return Handout(private / COURSE_FOLDER, link, link.split("?", 1)[1])
+
+
+@contextlib.contextmanager
+def serving_git(private: Path, port: int) -> Iterator[None]:
+    """git's own read-only server on 127.0.0.1, offering the clone with the learners' branch.
+
+    A learner's server clones over the network as it would from a course's
+    git host; a path on disk would not do (git refuses a repository that
+    another user owns).
+    """
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}",
+                               f"--base-path={private}", "--export-all", str(private / "repository")],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        os.link(source, target)
-    except OSError:  # another file system: a copy, at the cost of the disk space
-        shutil.copy2(source, target)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while subprocess.run(["git", "ls-remote", f"git://127.0.0.1:{port}/repository"],
+                             capture_output=True).returncode != 0:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"git daemon did not serve the learners' branch (exit code {daemon.poll()})")
+            time.sleep(0.2)
+        yield
+    finally:
+        _stop_processes([psutil.Process(daemon.pid)] if daemon.poll() is None else [])
 
 
-def _place_file(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` as a new file: a linked file at ``target`` is unlinked, never written into."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
-    shutil.copyfile(source, target)
-    target.chmod(0o644)
+ENVIRONMENT_FILES = DEPLOY / "environment"  # placed on top of the learners' environment
+SITE_PACKAGES = Path("lib") / f"python{PYTHON_VERSION}" / "site-packages"
 
 
 def build_learner_environment(target: Path, course_copy: Path) -> Path:
     """The learners' Python environment at ``target`` (see the module's docstring); returns its interpreter."""
     subprocess.run([str(learner_interpreter()), "-m", "venv", "--without-pip", str(target)], check=True)
-    site_packages = target / "lib" / f"python{PYTHON_VERSION}" / "site-packages"
-    shutil.rmtree(site_packages)
-    shutil.copytree(COURSE_VENV / "lib" / f"python{PYTHON_VERSION}" / "site-packages", site_packages,
-                    symlinks=True, copy_function=_link_or_copy)
-    for folder in ("share", "etc"):  # JupyterLab's assets, kernels and server extensions
+    placed = [path.relative_to(ENVIRONMENT_FILES) for path in ENVIRONMENT_FILES.rglob("*") if path.is_file()]
+    real_folders = {target / SITE_PACKAGES, *(target / path.parent for path in placed)}
+    shared = _everyone_may_enter(COURSE_VENV / SITE_PACKAGES)
+    for folder in (SITE_PACKAGES, Path("share"), Path("etc")):  # packages; JupyterLab's assets; server extensions
         if (COURSE_VENV / folder).is_dir():
-            shutil.copytree(COURSE_VENV / folder, target / folder, symlinks=True, copy_function=_link_or_copy)
-    for editable in [*site_packages.glob("__editable__*course_lib*"), *site_packages.glob("course_lib-*.dist-info")]:
-        shutil.rmtree(editable) if editable.is_dir() else editable.unlink()
+            _mirror(COURSE_VENV / folder, target / folder, real_folders, shared)
+    # The editable install: its finder, which points into the repository, and its record.
+    for editable in [*(target / SITE_PACKAGES).glob("__editable__*course_lib*"),
+                     *(target / SITE_PACKAGES).glob("course_lib-*.dist-info")]:
+        _remove_entry(editable)
     python = target / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-                    "--no-compile", str(course_copy)],
-                   check=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-    for source in (DEPLOY / "environment").rglob("*"):
-        if source.is_file():
-            _place_file(source, target / source.relative_to(DEPLOY / "environment"))
+    with tempfile.TemporaryDirectory() as build:  # the build leaves files in its source folder: not in the handout
+        source = shutil.copytree(course_copy, Path(build) / "course")
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                        "--no-build-isolation", "--no-compile", str(source)],
+                       check=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    for path in placed:
+        _place_file(ENVIRONMENT_FILES / path, target / path)
     return python
+
+
+def _everyone_may_enter(folder: Path) -> bool:
+    return all(level.stat().st_mode & 0o005 == 0o005 for level in [folder, *folder.parents])
+
+
+def _mirror(source: Path, target: Path, real_folders: set[Path], shared: bool) -> None:
+    """Fill ``target`` with ``source``'s entries without copying them.
+
+    The folders in ``real_folders``, and those on the way to them, are real
+    folders filled the same way, so that entries can be added and removed in
+    them. Every other entry is a symbolic link into ``source`` when every
+    user may go there (``shared``), else a hard link (a folder: a tree of
+    them; hard links need one file system, a copy is the last resort).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        destination = target / entry.name
+        is_folder = entry.is_dir() and not entry.is_symlink()
+        if is_folder and any(destination == folder or destination in folder.parents for folder in real_folders):
+            _mirror(entry, destination, real_folders, shared)
+        elif shared:
+            destination.symlink_to(entry)
+        elif is_folder:
+            shutil.copytree(entry, destination, symlinks=True, copy_function=_link_or_copy)
+        elif entry.is_symlink():
+            destination.symlink_to(os.readlink(entry))
+        else:
+            _link_or_copy(entry, destination)
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove ``path`` from the learners' environment: a link is unlinked, never followed into the course's."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _place_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` as a new file, never writing through a link into the course's environment."""
+    assert not any(folder.is_symlink() for folder in [target.parent, *target.parent.parents]), target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(0o644)
 
 
 # -- the class: users and their homes --------------------------------------------------------------
@@ -158,15 +243,10 @@ class Learner:
         return pwd.getpwnam(self.name).pw_uid
 
 
-def create_learner(name: str, home: Path, course_copy: Path) -> Learner:
-    """A system user whose home (mode 0700) holds the learners' notebooks, as a handout leaves them."""
+def create_learner(name: str, home: Path) -> Learner:
+    """A system user with a home of its own (mode 0700); the course arrives there through the handout's link."""
     subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash", "--user-group",
                     "--comment", "course hub test", name], check=True, capture_output=True)
-    for folder in LEARNER_HOME_FOLDERS:
-        shutil.copytree(course_copy / folder, home / folder)
-    user = pwd.getpwnam(name)
-    for path in [home, *home.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
     home.chmod(0o700)
     return Learner(name, home)
 
@@ -206,6 +286,7 @@ class RunningHub:
     password: str
     learners: list[Learner]
     root: Path  # everything of this class: the environment, the homes, and private/ (root only)
+    handout: Handout
     log: Path
     process: subprocess.Popen
 
@@ -232,24 +313,27 @@ def free_port() -> int:
 def class_hub(names: list[str], log_dir: Path) -> Iterator[RunningHub]:
     """A JupyterHub on 127.0.0.1 for learners called ``names``, run with deploy/local's configuration.
 
-    Yields once the hub answers; on exit stops the hub (and with it every
-    server), then any process left of the learners, removes the users and
-    every file.
+    Yields once the hub answers. On exit, also after a failure: the hub stops
+    (and with it every server), then any process left of the learners, the
+    users, the git server and every file go.
     """
-    root = Path(tempfile.mkdtemp(prefix="course-hub-"))
-    root.chmod(0o755)  # the learners pass through it to their homes and the environment
-    suffix = secrets.token_hex(2)
-    learners: list[Learner] = []
-    hub = None
-    try:
+    with contextlib.ExitStack() as cleanup:
+        root = Path(tempfile.mkdtemp(prefix="course-hub-"))
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        root.chmod(0o755)  # the learners pass through it to their homes and the environment
         private = root / "private"  # only root: the hub's state and the instructor's files
         private.mkdir(mode=0o700)
-        course_copy = learners_copy(private / "course")
-        python = build_learner_environment(root / "env", course_copy)
+        port, git_port = free_port(), free_port()
+        handout = hand_out(private, f"http://127.0.0.1:{port}", git_port)
+        cleanup.enter_context(serving_git(private, git_port))
+        python = build_learner_environment(root / "env", handout.course_copy)
+        suffix = secrets.token_hex(2)
+        learners = []
         for name in names:
-            learners.append(create_learner(f"{name}-{suffix}", root / "homes" / f"{name}-{suffix}", course_copy))
+            learners.append(create_learner(f"{name}-{suffix}", root / "homes" / f"{name}-{suffix}"))
+            cleanup.callback(remove_learner, learners[-1])
+        shutil.copytree(REPO / "solutions", private / "instructor" / "solutions")
         password = secrets.token_urlsafe(12)
-        port = free_port()
         env = {
             "PATH": os.pathsep.join([str(COURSE_VENV / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": str(private), "LANG": "C.UTF-8",
@@ -264,16 +348,10 @@ def class_hub(names: list[str], log_dir: Path) -> Iterator[RunningHub]:
         with open(log, "wb") as log_file:
             hub = subprocess.Popen([str(COURSE_VENV / "bin" / "jupyterhub"), "-f", str(HUB_CONFIG)], cwd=private,
                                    env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
-        running = RunningHub(f"http://127.0.0.1:{port}", password, learners, root, log, hub)
-        shutil.copytree(REPO / "solutions", running.instructor_solutions)
+        cleanup.callback(_stop_hub, hub, private)
+        running = RunningHub(f"http://127.0.0.1:{port}", password, learners, root, handout, log, hub)
         _wait_for_hub(running)
         yield running
-    finally:
-        if hub is not None:
-            _stop_hub(hub, root / "private")
-        for learner in learners:
-            remove_learner(learner)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _wait_for_hub(hub: RunningHub) -> None:
@@ -334,6 +412,25 @@ class LearnerSession:
             time.sleep(1)
         pytest.fail(f"the server of {self.learner.name} did not start within {STARTUP_TIMEOUT_S} s:\n"
                     f"{self.hub.log_tail()}")
+
+    def pull_course(self) -> None:
+        """What the handout's link does once the learner is in: nbgitpuller clones the branch into ~/course.
+
+        The link's page runs nbgitpuller's API and shows its progress; this
+        calls the API directly and reads the progress to its end.
+        """
+        events = self.http.get(f"{self.server_url}/git-pull/api?{self.hub.handout.query}",
+                               headers={"X-XSRFToken": self._xsrf()}, stream=True, timeout=STARTUP_TIMEOUT_S)
+        events.raise_for_status()
+        for line in events.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                event = json.loads(line.removeprefix("data: "))
+                if event.get("phase") == "finished":
+                    return
+                if event.get("phase") == "error":
+                    pytest.fail(f"nbgitpuller failed for {self.learner.name}: {event.get('message')}\n"
+                                f"{event.get('output', '')}")
+        pytest.fail(f"nbgitpuller's progress for {self.learner.name} ended without finishing")
 
     def _xsrf(self) -> str | None:
         """The server's XSRF cookie, which every API request authenticated by cookie must repeat in a header."""
@@ -451,6 +548,15 @@ def server_process(learner: Learner) -> psutil.Process:
         if process.info["uids"].real == learner.uid and "jupyterhub.singleuser" in (process.info["cmdline"] or []):
             return process
     raise LookupError(f"no server process of {learner.name}")
+
+
+def hub_memory_bytes(hub: RunningHub) -> int:
+    """Resident memory of the hub and the processes it runs for itself (proxy, idle culler), not the learners'."""
+    learner_uids = {learner.uid for learner in hub.learners}
+    hub_process = psutil.Process(hub.process.pid)
+    own = [hub_process] + [child for child in hub_process.children(recursive=True)
+                           if child.uids().real not in learner_uids]
+    return sum(process.memory_info().rss for process in own)
 
 
 def run_concurrently(functions: list) -> list:

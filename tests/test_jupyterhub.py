@@ -16,26 +16,29 @@ them) and writes them to $COURSE_ARTIFACTS, or artifacts/jupyterhub/.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from grading_helpers import RIGHT_SOFTMAX, ZERO_SOFTMAX, solve
 from jupyterhub_helpers import (
-    REPO, LearnerSession, class_hub, code_cells, peak_memory_bytes, require_class_machine, run_concurrently,
-    server_process,
+    COURSE_FOLDER, COURSE_VENV, REPO, LearnerSession, class_hub, code_cells, hub_memory_bytes, peak_memory_bytes,
+    require_class_machine, run_concurrently, server_process,
 )
 
 pytestmark = pytest.mark.slow
 
 LEARNER_NAMES = ["ada", "grace", "alan"]
-LESSON = "notebooks/01_attention.ipynb"
-BERT_LESSON = "notebooks/05_bert.ipynb"
+LESSON = f"{COURSE_FOLDER}/notebooks/01_attention.ipynb"
+BERT_LESSON = f"{COURSE_FOLDER}/notebooks/05_bert.ipynb"
 CLASS_SETTINGS = REPO / "deploy" / "environment" / "share" / "jupyter" / "lab" / "settings" / "overrides.d"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -52,9 +55,10 @@ def hub(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sessions(hub):
-    """Every learner logged in through the login form, their servers started at once."""
+    """Every learner logged in through the login form, their servers started at once, the course pulled."""
     sessions = [LearnerSession(hub, learner) for learner in hub.learners]
     run_concurrently([session.log_in for session in sessions])
+    run_concurrently([session.pull_course for session in sessions])
     return sessions
 
 
@@ -90,7 +94,7 @@ print(json.dumps({
     "sys_path": sys.path,
     "direct_url": json.loads(course_dist.read_text("direct_url.json") or "{}"),
     "files_installed": [str(file) for file in course_dist.files],
-    "home_entries": sorted(os.listdir(os.path.expanduser("~"))),
+    "course_entries": sorted(os.listdir(os.path.expanduser("~/course"))),
     "may_read": {path: may_read(path) for path in PATHS},
 }))
 """
@@ -113,7 +117,7 @@ def test_each_learner_runs_a_lesson_on_one_thread_and_reads_no_one_elses_files(h
         assert not probe["direct_url"].get("dir_info", {}).get("editable", False)
         assert not [entry for entry in probe["sys_path"] if str(REPO) in entry], probe["sys_path"]
         assert not [file for file in probe["files_installed"] if re.match(r"(solutions|tests)/", file)]
-        assert "exercises" in probe["home_entries"] and "solutions" not in probe["home_entries"]
+        assert probe["course_entries"] and not {"solutions", "tests"} & set(probe["course_entries"])
         # No one else's files: the instructor's solutions, the other learners' homes and notebooks.
         for path, outcome in probe["may_read"].items():
             assert outcome == "PermissionError", f"{name} could {outcome} {path}"
@@ -143,6 +147,39 @@ def test_jupyterlab_starts_with_the_class_settings(sessions):
                     assert default == value, f"{session.learner.name}: {plugin} {key} defaults to {default!r}"
 
 
+WARM_UP = f"{COURSE_FOLDER}/exercises/00_warmup.ipynb"
+
+
+def test_a_workshop_day_collects_grades_and_returns_feedback_through_the_learners_homes(hub, sessions, tmp_path):
+    """Each learner's server saves a warm-up; the instructor's commands take it from the homes, grade it, give back."""
+    answers = dict(zip([session.learner.name for session in sessions], [RIGHT_SOFTMAX, ZERO_SOFTMAX, None]))
+    for session in sessions:
+        if answers[session.learner.name] is not None:
+            notebook = solve(nbformat.read(session.learner.home / WARM_UP, as_version=4),
+                             {"00.softmax": answers[session.learner.name]})
+            session.api("PUT", f"api/contents/{WARM_UP}", json={"type": "notebook", "format": "json",
+                                                                 "content": notebook})
+    homes, submissions, feedback = hub.root / "homes", tmp_path / "submissions", tmp_path / "feedback"
+    course(["collect", str(homes), "--out", str(submissions)])
+    course(["grade", str(submissions), "--notebooks", "00", "--out", str(tmp_path / "grades.csv"),
+            "--feedback", str(feedback)])
+    course(["return", str(feedback), str(homes)])
+
+    with open(tmp_path / "grades.csv", newline="") as grades:
+        statuses = {row["learner"]: row["status"] for row in csv.DictReader(grades) if row["exercise"] == "00.softmax"}
+    assert statuses == dict(zip(answers, ["passed", "failed", "not attempted"]))
+    for session in sessions:
+        returned = session.api("GET", f"api/contents/{COURSE_FOLDER}/feedback.md?content=1").json()["content"]
+        assert returned == (feedback / f"{session.learner.name}.md").read_text()
+
+
+def course(arguments: list[str]) -> None:
+    """Run the instructor's `course` command as root on the hub's machine, as an instructor does with sudo."""
+    result = subprocess.run([str(COURSE_VENV / "bin" / "course"), *arguments], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"course {' '.join(arguments)}:\n{result.stdout}\n{result.stderr}"
+
+
 def test_a_learner_logs_in_and_runs_lesson_01_in_chromium(hub):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not os.access(CHROMIUM, os.X_OK):
@@ -154,11 +191,13 @@ def test_a_learner_logs_in_and_runs_lesson_01_in_chromium(hub):
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.on("pageerror", lambda error: page_errors.append(str(error)))
-            page.goto(f"{hub.url}/hub/login")
+            # The handout's link: the login form, then nbgitpuller brings the course and opens notebook 00.
+            page.goto(hub.handout.link)
             page.fill("#username_input", learner.name)
             page.fill("#password_input", hub.password)
             page.click("#login_submit")
-            page.wait_for_url(f"**/user/{learner.name}/lab**", timeout=120_000)  # the hub's default URL is /lab
+            page.wait_for_url(f"**/user/{learner.name}/lab/tree/{COURSE_FOLDER}/notebooks/00_welcome.ipynb",
+                              timeout=120_000)
             page.goto(f"{hub.url}/user/{learner.name}/lab/tree/{LESSON}")
             panel = page.locator(".jp-NotebookPanel:visible").first
             page.locator("#jp-main-statusbar", has_text="ipykernel) | Idle").wait_for(timeout=120_000)
@@ -235,7 +274,7 @@ def test_three_learners_pretrain_bert_at_once_and_the_notebook_says_what_happene
                      "planned": bert["planned"], "capped": bert["capped"],
                      "train_seconds": round(bert["train_seconds"], 1), "notebook_seconds": round(wall_seconds, 1),
                      "kernel_peak_gib": round(kernel_peak / GIB, 2), "server_gib": round(server_rss / GIB, 2)})
-    _report_load_test(rows, load_before)
+    _report_load_test(rows, load_before, hub_memory_bytes(hub) / GIB)
 
 
 def _run_bert_lesson(session: LearnerSession):
@@ -257,9 +296,10 @@ def _run_bert_lesson(session: LearnerSession):
     return runs, bert, wall_seconds, kernel_peak, server_rss
 
 
-def _report_load_test(rows: list[dict], load_before: float) -> None:
+def _report_load_test(rows: list[dict], load_before: float, hub_gib: float) -> None:
     header = (f"{len(rows)} learners at once on {os.cpu_count()} cores (load average before: {load_before:.1f}, "
-              f"after: {os.getloadavg()[0]:.1f}); notebook 05's BERT pretraining, 60 s time cap")
+              f"after: {os.getloadavg()[0]:.1f}); notebook 05's BERT pretraining, 60 s time cap; "
+              f"hub, proxy and idle culler together: {hub_gib:.2f} GiB")
     lines = [header, "",
              "| learner | threads | steps reached | stopped by the cap | training s | notebook s "
              "| kernel peak GiB | server GiB |",

@@ -4,11 +4,15 @@ The hub runs deploy/local/jupyterhub_config.py on 127.0.0.1 (free ports from
 the operating system), with configurable-http-proxy from `make hub-proxy`,
 and starts every learner's server as that learner's system user, from the
 learners' environment (tests/jupyterhub_helpers.py says how it is built
-cheaply, and why it still holds no solutions/). The tests check what a class
-needs: each learner's kernel runs a lesson on one thread, no learner can read
-the solutions or another learner's home, JupyterLab starts with the class
-settings, one learner runs notebook 01 in chromium, and three learners who
-pretrain notebook 05's BERT at once get what the notebook promises.
+cheaply, and why it still holds no solutions/). The course reaches every
+home as in class: `course handout`'s branch, pulled by nbgitpuller. The
+tests check what a class needs: each learner's kernel runs a lesson on one
+thread, no learner can read the solutions or another learner's home,
+JupyterLab starts with the class settings, the instructor's commands
+collect, grade and return the learners' work through their homes, one
+learner follows the handout's link and runs notebook 01 in chromium, and
+three learners who pretrain notebook 05's BERT at once get what the
+notebook promises.
 
 Needs root (for the users) and the proxy; skipped with the reason elsewhere,
 failed under CI. The load test prints its measurements (`pytest -rA` shows

@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet -c constraints.txt torch --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# nbgrader is here for the tests' round trip through its command line; its menus and server
+	# extensions stay out of the learners' JupyterLab (they would cost a second at every start).
+	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	for extension in formgrader validate_assignment assignment_list course_list; do \
+	    $(BIN)/jupyter server extension disable --sys-prefix nbgrader.server_extensions.$$extension >/dev/null 2>&1; \
+	done
 	touch $(STAMP)
 
 # Serve the whole course, so that exercises/ and solutions/ are in the file
@@ -36,15 +42,16 @@ lab: install
 # torch on one thread: one process with every thread left cores idle while it
 # waited for kernels and browsers, and more threads than cores make torch's
 # threads spin against each other. The numbers nbval compares do not depend
-# on the thread count. Files go out in the order given, the lesson notebooks
-# (the longest) first, so that no long one is left for the end while the
-# other workers wait.
+# on the thread count. Files go out in the order given, the longest first (the
+# JupyterHub test, about five minutes, then the lesson notebooks), so that no
+# long one is left for the end while the other workers wait; pytest skips the
+# second mention of the hub test's file.
 # The exercise notebooks are run once, by tests/test_exercises.py, which also
 # checks that every check cell reports "not implemented yet".
 PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test: install
-	$(PARALLEL) --nbval-lax notebooks tests solutions
+	$(PARALLEL) --nbval-lax tests/test_jupyterhub.py notebooks tests solutions
 
 # The quick loop while you work: the package's tests without notebooks,
 # kernels, browsers or long training runs (under 2 minutes).

@@ -277,7 +277,7 @@ class FairThreads:
 
     def why_slow(self) -> str:
         """A sentence on what slowed a run down, when the run saw it; empty otherwise."""
-        if self.rule == "hub":
+        if self.machine.on_hub:  # the hub rule, or a hub that sets OMP_NUM_THREADS itself
             return (" This JupyterHub shares its cores between its learners: when many train at once, each run "
                     "gets fewer steps.")
         if self.busiest >= BUSY_ROUNDING:

@@ -229,3 +229,5 @@ def test_a_run_says_what_slowed_it_down(monkeypatch):
     assert "Other programs kept up to 1.2" in watch.why_slow() and "run the cell again" in watch.why_slow()
     monkeypatch.setenv("JUPYTERHUB_USER", "ada")
     assert "JupyterHub shares its cores" in threads.FairThreads().why_slow()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a hub that also sets the thread count itself
+    assert "JupyterHub shares its cores" in threads.FairThreads().why_slow()

@@ -27,7 +27,7 @@ import torch
 
 from course_lib.alignment import policy_gradient_loss, ppo_clip_loss
 from course_lib.checks.framework import Case, CheckResult, Mistake, check_function, describe_difference, \
-    same_output_as, same_output_as_any_of
+    same_output_as_any_of
 
 _GENERATOR = torch.Generator().manual_seed(1010)
 # How far logprobs move against the gradient between the two calls: far enough that a wrong gradient
@@ -180,8 +180,7 @@ def _without_the_minus(lp, ref, mask, r, beta, b):
 
 def _whitened(lp, ref, mask, r, beta, b):
     """The shaped rewards' spread divided out, as notebook 10's training step does outside the loss."""
-    log_prob, log_ratio = _answer_sums(lp, ref, mask)
-    shaped = r - beta * log_ratio.detach()
+    shaped = r - beta * _answer_sums(lp, ref, mask)[1].detach()
     return policy_gradient_loss(lp, ref, mask, r, beta, b) / (shaped.std() + 1e-6)
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.lab.chat.data import (
-    MAX_ANSWER_TOKENS, RUDE_ANSWER, Comparison, answer_log_probs, chat_questions, collect_comparisons, compare,
-    comparison_kinds, encode_answers, flawed_answers, judge, judge_model, judged_rates, kl_from_reference,
-    sample_answers,
+    MAX_ANSWER_TOKENS, RUDE_ANSWER, Comparison, answer_log_probs, answer_token_log_probs, chat_questions,
+    collect_comparisons, compare, comparison_kinds, encode_answers, flawed_answers, judge, judge_model, judged_rates,
+    kl_from_reference, sample_answers, verifiable_reward,
 )
 from course_lib.lab.chat.sft import make_chat_writer
 from course_lib.lab.asking.instruction import prompt_tokens
@@ -115,6 +115,24 @@ def test_answer_log_probs_sum_the_answer_tokens_only(data, writer):
             start = len(prompt_tokens(q))
             expected = sum(log_probs[t - 1, ids[0, t]] for t in range(start, start + len(a)))
             assert got[row].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_answer_token_log_probs_add_up_to_the_answers_log_probability(data, writer):
+    model, tokenizer = writer
+    batch = encode_answers(data.test[:3], [RUDE, ("park", "."), ("in", "the", "morning", ".")], tokenizer)
+    with torch.no_grad():
+        per_token, mask = answer_token_log_probs(model, batch)
+        torch.testing.assert_close(per_token.sum(dim=1), answer_log_probs(model, batch))
+    assert mask.sum(dim=1).tolist() == [5, 2, 4]
+    assert (per_token[~mask] == 0).all()
+
+
+def test_the_verifiable_reward_is_one_point_for_polite_and_one_for_correct(data):
+    question = data.test[0]
+    right = (*question.answer_tokens, ".")
+    assert verifiable_reward([question] * 3, [RUDE, ("cafe", "cafe", "."), right]).tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="as many"):
+        verifiable_reward([question], [])
 
 
 def test_a_model_is_at_zero_kl_from_itself_and_above_zero_from_another(data, writer):

@@ -159,6 +159,17 @@ def judged_rates(questions: Sequence[Question], answers: Sequence[Answer]) -> di
     return {f"{verdict}_rate": verdicts.count(verdict) / len(verdicts) for verdict in ("rude", "correct", "wrong")}
 
 
+def verifiable_reward(questions: Sequence[Question], answers: Sequence[Answer]) -> torch.Tensor:
+    """(N,) the judge's reward: one point for a polite answer and one more for a correct one (0, 1 or 2).
+
+    The labellers' order, rude < wrong < correct, read exactly: no reward model and no noise in between.
+    """
+    if not questions or len(questions) != len(answers):
+        raise ValueError(f"questions and answers must be non-empty and as many, got {len(questions)} and "
+                         f"{len(answers)}")
+    return torch.tensor([float(RANK[judge(q, a)]) for q, a in zip(questions, answers)])
+
+
 def judge_model(model: GPT, tokenizer: Tokenizer, questions: Sequence[Question], samples: int = 1,
                 seed: int = 0) -> dict[str, float]:
     """``judged_rates`` of ``samples`` answers per question sampled at temperature 1 (seeded)."""
@@ -177,6 +188,20 @@ def answer_log_probs(model: GPT, batch: SFTBatch) -> torch.Tensor:
     ids, mask, answer_mask = batch.input_ids, batch.attention_mask, batch.answer_mask
     logits = model(ids[:, :-1], mask[:, :-1])                                  # (N, T-1, V)
     return sequence_log_prob(logits, ids[:, 1:], answer_mask[:, 1:])
+
+
+def answer_token_log_probs(model: GPT, batch: SFTBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each answer token's log-probability under ``model``, and where the answer tokens are.
+
+    Returns (log_probs, mask), both (N, T-1) and aligned like ``answer_log_probs``'s:
+    log_probs[n, t] is log p(token t + 1 | tokens up to t), 0 where ``mask`` (the answer's tokens) is False.
+    Summed along each row they give ``answer_log_probs``. Gradients flow when the caller has them on.
+    """
+    ids, mask, answer_mask = batch.input_ids, batch.attention_mask, batch.answer_mask
+    logits = model(ids[:, :-1], mask[:, :-1])                                               # (N, T-1, V)
+    log_probs = logits.log_softmax(dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)        # (N, T-1)
+    counted = answer_mask[:, 1:]
+    return log_probs.masked_fill(~counted, 0.0), counted
 
 
 def kl_from_reference(model: GPT, reference: GPT, tokenizer: Tokenizer, questions: Sequence[Question],

@@ -1,10 +1,11 @@
-"""From GPT to ChatGPT, the whole lesson in one place: the flawed model, preferences, RLHF and DPO (notebook 10).
+"""From GPT to ChatGPT, the whole lesson in one place: the flawed model, preferences, RLHF, RLVR and DPO (notebook 10).
 
 =================  ==========================================================
-``chat_data``      the rude answers, sampling, the exact judge, comparisons
-``chat_sft``       the starting model (``chat-sft``) and the chat checkpoints
+``data``           the rude answers, sampling, the exact judge, comparisons
+``sft``            the starting model (``chat-sft``) and the chat checkpoints
 ``reward_model``   GPT's body + a scalar head, Bradley–Terry on comparisons
-``rlhf``           REINFORCE with a baseline and a KL penalty to the start
+``rlhf``           REINFORCE with a KL penalty, towards the reward model
+                   (RLHF) or towards the exact judge (RLVR)
 ``dpo``            the same comparisons, no reward model, no sampling
 =================  ==========================================================
 
@@ -16,7 +17,7 @@ by the reward model; and its KL from the starting model per answer token
 
 The questions of each stage are disjoint: the starting model was fine-tuned
 on the first questions of the pool, the labellers compare answers to the
-next ones, RLHF practises on the ones after; the test questions only measure.
+next ones, RLHF and RLVR practise on the ones after; the test questions only measure.
 """
 from __future__ import annotations
 
@@ -27,13 +28,13 @@ from typing import Sequence
 
 from course_lib.hub import CHECKPOINT_DIR, Pretrained
 from course_lib.lab.chat.data import LABEL_NOISE, Comparison, chat_questions, check_share, collect_comparisons, \
-    judge_model, kl_from_reference, sample_answers
+    judge_model, kl_from_reference
 from course_lib.lab.chat.sft import CHAT_CHECKPOINTS, CHAT_SFT_RECIPE, load_chat_checkpoint, make_chat_sft
 from course_lib.lab.chat.dpo import DPO_RECIPE, DPORecipe, dpo
 from course_lib.lab.asking.questions import Question, QuestionData
-from course_lib.lab.chat.reward_model import REWARD_RECIPE, RewardModel, RewardRecipe, load_reward_model, \
-    reward_accuracy, save_reward_model, train_reward_model
-from course_lib.lab.chat.rlhf import RLHF_RECIPE, RLHFHistory, RLHFRecipe, rlhf
+from course_lib.lab.chat.reward_model import REWARD_RECIPE, RewardModel, RewardRecipe, accuracy_by_kind, \
+    load_reward_model, reward_accuracy, save_reward_model, train_reward_model
+from course_lib.lab.chat.rlhf import RLHF_RECIPE, RLHFHistory, RLHFRecipe, rlhf, rlvr
 from course_lib.models import GPT
 from course_lib.tokenizer import Tokenizer
 from course_lib.utils import check_positive_int
@@ -41,7 +42,7 @@ from course_lib.utils import check_positive_int
 # The bench's number of comparisons, and the held-out comparisons the reward model's accuracy is measured on.
 CHAT_COMPARISONS = 2000
 HELD_OUT_COMPARISONS = 500
-# The questions RLHF practises on.
+# The questions RLHF and RLVR practise on.
 RLHF_PROMPTS = 10_000
 
 
@@ -93,13 +94,24 @@ class ChatRun:
     held_out: list[Comparison]
     reward_model: RewardModel
     reward_model_accuracy: float
+    accuracy_by_kind: dict[str, tuple[float, int]]
     rlhf_policy: GPT
     rlhf_history: RLHFHistory
+    rlvr_policy: GPT
+    rlvr_history: RLHFHistory
     dpo_policy: GPT
     before: Judged
     after_rlhf: Judged
+    after_rlvr: Judged
     after_dpo: Judged
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def accuracy_on(by_kind: dict[str, tuple[float, int]], kinds: Sequence[str]) -> float:
+    """The accuracy on the comparisons of ``kinds`` together, from ``accuracy_by_kind``'s table; NaN if none."""
+    right = sum(accuracy * count for kind, (accuracy, count) in by_kind.items() if kind in kinds)
+    total = sum(count for kind, (_, count) in by_kind.items() if kind in kinds)
+    return right / total if total else float("nan")
 
 
 def run_chat(n_comparisons: int = CHAT_COMPARISONS, questions: ChatQuestions | None = None,
@@ -107,7 +119,10 @@ def run_chat(n_comparisons: int = CHAT_COMPARISONS, questions: ChatQuestions | N
              rlhf_recipe: RLHFRecipe = RLHF_RECIPE, dpo_recipe: DPORecipe = DPO_RECIPE, judge_samples: int = 2,
              held_out: int = HELD_OUT_COMPARISONS, seed: int = 0, progress: bool = False,
              directory: Path = CHECKPOINT_DIR) -> ChatRun:
-    """The lesson from the shipped ``chat-sft``: comparisons, reward model, RLHF, DPO, each judged exactly."""
+    """The lesson from the shipped ``chat-sft``: comparisons, reward model, RLHF, RLVR, DPO, each judged exactly.
+
+    RLVR uses ``rlhf_recipe`` too: the same steps, batches, learning rate and KL leash, only the reward differs.
+    """
     check_positive_int("n_comparisons", n_comparisons)
     check_positive_int("held_out", held_out)
     check_positive_int("judge_samples", judge_samples)
@@ -128,22 +143,33 @@ def run_chat(n_comparisons: int = CHAT_COMPARISONS, questions: ChatQuestions | N
     comparisons, held = pairs[:n_comparisons], pairs[n_comparisons:]
     lap("comparisons")
     reward_model, _ = train_reward_model(start, tokenizer, comparisons, reward_recipe, progress)
-    accuracy = reward_accuracy(reward_model, tokenizer, held)
+    accuracy, by_kind = reward_accuracy(reward_model, tokenizer, held), accuracy_by_kind(reward_model, tokenizer, held)
     lap("reward_model")
     policy, history = rlhf(start, reward_model, tokenizer, questions.practice, rlhf_recipe, progress)
     lap("rlhf")
     after_rlhf = judge_against(policy, start, tokenizer, questions.test, judge_samples, seed)
     lap("judge_rlhf")
+    rlvr_policy, rlvr_history = rlvr(start, tokenizer, questions.practice, rlhf_recipe, progress)
+    lap("rlvr")
+    after_rlvr = judge_against(rlvr_policy, start, tokenizer, questions.test, judge_samples, seed)
+    lap("judge_rlvr")
     dpo_policy, _ = dpo(start, tokenizer, comparisons, dpo_recipe, progress)
     lap("dpo")
     after_dpo = judge_against(dpo_policy, start, tokenizer, questions.test, judge_samples, seed)
     lap("judge_dpo")
-    return ChatRun(start, tokenizer, comparisons, held, reward_model, accuracy, policy, history, dpo_policy,
-                   before, after_rlhf, after_dpo, seconds)
+    return ChatRun(start, tokenizer, comparisons, held, reward_model, accuracy, by_kind, policy, history,
+                   rlvr_policy, rlvr_history, dpo_policy, before, after_rlhf, after_rlvr, after_dpo, seconds)
 
 
-CHAT_TABLE_KEYS = ("comparisons", "reward_model_accuracy", "rude_rate_before", "correct_rate_before",
-                   "rude_rate_rlhf", "correct_rate_rlhf", "kl_rlhf", "rude_rate_dpo", "correct_rate_dpo", "kl_dpo")
+# The kinds of held-out comparison: the two answers differ in politeness (one is rude), or both are polite
+# and only one is correct.
+STYLE_KINDS = ("correct>rude", "wrong>rude")
+CORRECTNESS_KINDS = ("correct>wrong",)
+
+CHAT_TABLE_KEYS = ("comparisons", "reward_model_accuracy", "reward_model_accuracy_style",
+                   "reward_model_accuracy_correctness", "rude_rate_before", "correct_rate_before",
+                   "rude_rate_rlhf", "correct_rate_rlhf", "kl_rlhf", "rude_rate_rlvr", "correct_rate_rlvr", "kl_rlvr",
+                   "rude_rate_dpo", "correct_rate_dpo", "kl_dpo")
 
 
 def chat_table(n_comparisons: int = CHAT_COMPARISONS, questions: ChatQuestions | None = None, seed: int = 0,
@@ -151,72 +177,25 @@ def chat_table(n_comparisons: int = CHAT_COMPARISONS, questions: ChatQuestions |
     """``course bench``'s ``chat``: the figures of ``run_chat``, keys ``CHAT_TABLE_KEYS``.
 
     reward_model_accuracy is measured on held-out comparisons against the
-    judge's noise-free order; the rates are shares of sampled answers to the
-    test questions; kl_* are KL divergences per answer token from the
-    starting model, in nats. ``settings`` go to ``run_chat``.
+    judge's noise-free order, ``_style`` on those whose answers differ in
+    politeness, ``_correctness`` on those where both are polite and one is
+    correct; the rates are shares of sampled answers to the test questions;
+    kl_* are KL divergences per answer token from the starting model, in
+    nats (one-sample estimates). ``settings`` go to ``run_chat``.
     """
     return chat_table_of(run_chat(n_comparisons, questions, seed=seed, directory=directory, **settings))
 
 
 def chat_table_of(run: ChatRun) -> dict[str, float]:
     """The bench figures of a finished ``run_chat``."""
-    return {"comparisons": len(run.comparisons), "reward_model_accuracy": run.reward_model_accuracy,
-            "rude_rate_before": run.before.rude_rate, "correct_rate_before": run.before.correct_rate,
-            "rude_rate_rlhf": run.after_rlhf.rude_rate, "correct_rate_rlhf": run.after_rlhf.correct_rate,
-            "kl_rlhf": run.after_rlhf.kl, "rude_rate_dpo": run.after_dpo.rude_rate,
-            "correct_rate_dpo": run.after_dpo.correct_rate, "kl_dpo": run.after_dpo.kl}
-
-
-# ---------------------------------------------------------------------------
-# What goes wrong: RLHF off the leash, and a reward model from too few comparisons
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class Experiment:
-    """One RLHF variant: its policy, its history step by step, how the judge sees it, a few of its answers."""
-
-    name: str
-    policy: GPT
-    history: RLHFHistory
-    judged: Judged
-    reward_model_accuracy: float
-    examples: list[tuple[str, str]]
-
-
-def rlhf_experiment(name: str, run: ChatRun, questions: ChatQuestions, recipe: RLHFRecipe = RLHF_RECIPE,
-                    reward_model: RewardModel | None = None, reward_model_accuracy: float | None = None,
-                    judge_samples: int = 2, n_examples: int = 8, seed: int = 0) -> Experiment:
-    """RLHF from ``run``'s starting model with another ``recipe`` or ``reward_model``, judged like the others.
-
-    ``examples`` are (question, sampled answer) pairs of the test questions, as text.
-    """
-    reward_model = reward_model or run.reward_model
-    accuracy = run.reward_model_accuracy if reward_model_accuracy is None else reward_model_accuracy
-    policy, history = rlhf(run.start, reward_model, run.tokenizer, questions.practice, recipe)
-    judged = judge_against(policy, run.start, run.tokenizer, questions.test, judge_samples, seed)
-    shown = questions.test[:n_examples]
-    answers = sample_answers(policy, run.tokenizer, shown, seed=seed)
-    return Experiment(name, policy, history, judged, accuracy,
-                      [(q.text, " ".join(a)) for q, a in zip(shown, answers)])
-
-
-def without_kl_penalty(run: ChatRun, questions: ChatQuestions, recipe: RLHFRecipe = RLHF_RECIPE,
-                       **options) -> Experiment:
-    """The same RLHF with β = 0: nothing holds the policy near the starting model."""
-    return rlhf_experiment("no KL penalty", run, questions, replace(recipe, kl_coef=0.0), **options)
-
-
-def with_few_comparisons(run: ChatRun, questions: ChatQuestions, n_comparisons: int = 50,
-                         recipe: RLHFRecipe = RLHF_RECIPE, reward_recipe: RewardRecipe = REWARD_RECIPE,
-                         **options) -> Experiment:
-    """RLHF towards a reward model trained on the first ``n_comparisons`` of ``run``'s comparisons only."""
-    check_positive_int("n_comparisons", n_comparisons)
-    if n_comparisons > len(run.comparisons):
-        raise ValueError(f"n_comparisons must be at most the run's {len(run.comparisons)}, got {n_comparisons}")
-    reward_model, _ = train_reward_model(run.start, run.tokenizer, run.comparisons[:n_comparisons], reward_recipe)
-    accuracy = reward_accuracy(reward_model, run.tokenizer, run.held_out)
-    return rlhf_experiment(f"{n_comparisons} comparisons", run, questions, recipe, reward_model, accuracy, **options)
+    table = {"comparisons": len(run.comparisons), "reward_model_accuracy": run.reward_model_accuracy,
+             "reward_model_accuracy_style": accuracy_on(run.accuracy_by_kind, STYLE_KINDS),
+             "reward_model_accuracy_correctness": accuracy_on(run.accuracy_by_kind, CORRECTNESS_KINDS),
+             "rude_rate_before": run.before.rude_rate, "correct_rate_before": run.before.correct_rate}
+    for name, judged in (("rlhf", run.after_rlhf), ("rlvr", run.after_rlvr), ("dpo", run.after_dpo)):
+        table.update({f"rude_rate_{name}": judged.rude_rate, f"correct_rate_{name}": judged.correct_rate,
+                      f"kl_{name}": judged.kl})
+    return table
 
 
 # ---------------------------------------------------------------------------
@@ -245,52 +224,3 @@ def remake_checkpoint(name: str, steps: int | None = None, progress: bool = True
                "reward_model_accuracy": reward_accuracy(model, loaded.tokenizer, pairs[CHAT_COMPARISONS:])}
     save_reward_model(model, loaded.tokenizer, metrics, {"reward": asdict(recipe)}, directory)
     return load_reward_model(directory)
-
-
-# ---------------------------------------------------------------------------
-# The results notebook 10 plots: `python -m course_lib.lab.chat.pipeline`
-# ---------------------------------------------------------------------------
-
-RESULTS_FILE = Path(__file__).parents[1] / "results" / "10_chat.json"
-
-
-def _judged(judged: Judged) -> dict[str, float]:
-    return {key: round(value, 4) for key, value in asdict(judged).items()}
-
-
-def _history(history: RLHFHistory) -> dict[str, list[float]]:
-    return {key: [round(v, 4) for v in getattr(history, key)] for key in ("reward", "kl", "rude_rate", "correct_rate")}
-
-
-def write_results(path: Path = RESULTS_FILE, directory: Path = CHECKPOINT_DIR, save_reward: bool = True) -> dict:
-    """Run the lesson and both failure experiments; write what notebook 10 plots as JSON (and ship chat-reward)."""
-    import json
-
-    questions = ChatQuestions.build()
-    run = run_chat(questions=questions, directory=directory)
-    experiments = [without_kl_penalty(run, questions), with_few_comparisons(run, questions)]
-    results = {"table": chat_table_of(run), "seconds": run.seconds,
-               "rlhf": {"history": _history(run.rlhf_history), "seconds": round(run.rlhf_history.seconds, 1)},
-               "experiments": [{"name": e.name, "judged": _judged(e.judged),
-                                "reward_model_accuracy": round(e.reward_model_accuracy, 4),
-                                "history": _history(e.history), "examples": e.examples} for e in experiments]}
-    Path(path).write_text(json.dumps(results, indent=1) + "\n")
-    if save_reward:
-        save_reward_model(run.reward_model, run.tokenizer,
-                          {"comparisons": len(run.comparisons), "reward_model_accuracy": run.reward_model_accuracy},
-                          {"reward": asdict(REWARD_RECIPE), "comparisons": CHAT_COMPARISONS,
-                           "held_out": HELD_OUT_COMPARISONS}, directory)
-    return results
-
-
-def load_results(path: Path = RESULTS_FILE) -> dict:
-    """The shipped results of ``write_results`` (``python -m course_lib.lab.chat.pipeline`` makes them again)."""
-    import json
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no results at {path}; make them with `python -m course_lib.lab.chat.pipeline`")
-    return json.loads(Path(path).read_text())
-
-
-if __name__ == "__main__":
-    print(write_results()["table"])

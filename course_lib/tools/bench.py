@@ -20,8 +20,9 @@
   (``asking.prompting.prompt_full``).
 * Notebook 09's ways of asking: BERT's extractive question answering
   (``asking.qa.qa_table``) and GPT's instruction tuning (``asking.instruction.sft_table``).
-* Notebook 10's alignment: the flawed starting model, the reward model, RLHF
-  and DPO, each judged exactly (``chat.pipeline.chat_table``).
+* Notebook 10's alignment: the flawed starting model, the reward model, RLHF,
+  RLVR (the same loop rewarded by the exact judge) and DPO, each judged
+  exactly (``chat.pipeline.chat_table``).
 * A live-training lesson on an idle machine and beside a busy program
   (``contention.contention_table``): its time and the share of its planned
   steps it reaches.

@@ -27,6 +27,8 @@ def test_each_family_has_its_own_learning_rate_and_steps():
     bert, gpt = notebook_train_config("bert"), notebook_train_config("gpt")
     assert (bert.lr, gpt.lr) == (PEAK_LR["bert"], PEAK_LR["gpt"]) and bert.lr < gpt.lr
     assert (bert.steps, gpt.steps) == (NOTEBOOK_STEPS["bert"], NOTEBOOK_STEPS["gpt"])
+    # GPT's longer live run takes smaller batches, so that it fits the time cap on one core.
+    assert (bert.batch_size, gpt.batch_size) == (64, 48)
     for family in ("bert", "gpt"):
         config = checkpoint_train_config(family)
         assert config.steps == CHECKPOINT_STEPS

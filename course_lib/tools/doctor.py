@@ -182,9 +182,11 @@ def required_packages(requires: Sequence[str] | None = None, extras: Sequence[st
 
     A requirement of an extra (``dev``: pytest, nbval, ...) counts only when
     that extra is installed. pip keeps no record of the extras it installed,
-    so an extra counts as installed when any of its packages is: a learner
-    without the ``dev`` tools gets no FAIL for them, and a half-installed
-    ``dev`` shows what is missing.
+    so an extra counts as installed when a package that only it brings is
+    (any of its packages, when it shares them all): a learner without the
+    ``dev`` tools gets no FAIL for them, a half-installed ``dev`` shows what
+    is missing, and ``transformers`` (in ``hf``, ``dev`` and ``real-weights``)
+    does not make ``real-weights`` look half-installed.
     """
     if requires is None:
         requires = metadata.requires(DISTRIBUTION) or []
@@ -192,10 +194,14 @@ def required_packages(requires: Sequence[str] | None = None, extras: Sequence[st
     requirements = [Requirement(text) for text in requires]
     applying = [requirement for requirement in requirements
                 if requirement.marker is None or requirement.marker.evaluate({"extra": ""})]
-    for extra in extras or []:
-        of_extra = [requirement for requirement in requirements if requirement not in applying
-                    and requirement.marker is not None and requirement.marker.evaluate({"extra": extra})]
-        if any(version_of(requirement.name) is not None for requirement in of_extra):
+    of_extras = {extra: [requirement for requirement in requirements if requirement not in applying
+                         and requirement.marker is not None and requirement.marker.evaluate({"extra": extra})]
+                 for extra in extras or []}
+    for extra, of_extra in of_extras.items():
+        elsewhere = {canonicalize_name(requirement.name)
+                     for other, of_other in of_extras.items() if other != extra for requirement in of_other}
+        own = [requirement for requirement in of_extra if canonicalize_name(requirement.name) not in elsewhere]
+        if any(version_of(requirement.name) is not None for requirement in own or of_extra):
             listed = {canonicalize_name(requirement.name) for requirement in applying}
             applying += [requirement for requirement in of_extra if canonicalize_name(requirement.name) not in listed]
     return applying

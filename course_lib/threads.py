@@ -5,9 +5,9 @@ an operation ends when its slowest thread does. On an idle machine that is
 fastest. When other programs want the same cores (a browser, a video call,
 the other learners' kernels on a shared server), the operating system pauses
 one thread now and then and the whole operation waits for it. Measured on a
-2-core machine with one busy program beside it: notebook 06's GPT trained
-3.2 times slower on two threads than on one, and on one thread it ran almost
-as fast as on an idle machine.
+2-core machine with one busy program beside it and two threads, notebook 03
+took 402 s instead of 18 s, and notebook 05's BERT reached 24 of its 800
+steps before its time cap; on one thread they took 22 s and reached all 800.
 
 So the course asks how many cores are really free, and uses that many threads.
 The rules, in order; the first that applies decides:
@@ -211,32 +211,43 @@ def _affinity() -> int | None:
         return None
 
 
-def read_machine(window: float = 0.25, others_busy: float | None = None) -> Machine:
-    """Measure this machine now; other programs' load is watched for ``window`` seconds.
+# The first look at the load needs a stretch of time to count other programs' CPU time over. The seconds
+# between importing this module and the notebook's first seed_everything (importing torch and the rest) are
+# such a stretch, so a notebook's first cell usually has its measurement without waiting for it.
+_AT_IMPORT = _CpuSample()
+_RECENT = 10.0  # seconds; an older sample would average the load over too long a past
+
+
+def read_machine(window: float = 0.25, others_busy: float | None = None, since: _CpuSample | None = None) -> Machine:
+    """Measure this machine now; other programs' load is watched for at least ``window`` seconds.
 
     others_busy: a load measured already (``FairThreads`` measures it over
     its own interval), instead of watching for ``window`` seconds.
+    since: a sample taken earlier to measure from (at most ``_RECENT`` seconds
+    old); only the part of ``window`` not yet elapsed since it is waited for.
     """
     if others_busy is None:
-        start = _CpuSample()
-        time.sleep(window)
-        others_busy = _CpuSample().others_busy_since(start)
+        if since is None or time.perf_counter() - since.wall > _RECENT:
+            since = _CpuSample()
+        time.sleep(max(0.0, window - (time.perf_counter() - since.wall)))
+        others_busy = _CpuSample().others_busy_since(since)
     return Machine(cpu_count=os.cpu_count() or 1, affinity=_affinity(), quota=cpu_quota(),
                    others_busy=others_busy, on_hub=on_jupyterhub(),
                    course_threads=os.environ.get("COURSE_NUM_THREADS"),
                    omp_threads=os.environ.get("OMP_NUM_THREADS"))
 
 
-def use_fair_threads(machine: Machine | None = None) -> ThreadChoice:
+def use_fair_threads(machine: Machine | None = None, since: _CpuSample | None = None) -> ThreadChoice:
     """Set PyTorch's thread count by the policy and return the choice.
 
     Without ``machine`` the machine is measured, and other programs' load is
-    watched for a quarter of a second only when rule 4 decides.
+    watched for a quarter of a second (counted from ``since``, when given)
+    only when rule 4 decides.
     """
     if machine is None:
         machine = read_machine(others_busy=0.0)
         if choose_threads(machine).rule == "cores":
-            machine = read_machine()
+            machine = read_machine(since=since)
     choice = choose_threads(machine)
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
@@ -246,7 +257,7 @@ def use_fair_threads(machine: Machine | None = None) -> ThreadChoice:
 @functools.cache
 def use_fair_threads_once() -> ThreadChoice:
     """``use_fair_threads()`` on the first call in this process; the same choice afterwards."""
-    return use_fair_threads()
+    return use_fair_threads(since=_AT_IMPORT)
 
 
 class FairThreads:

@@ -1,4 +1,5 @@
 """The thread policy (course_lib.threads) and `course doctor`'s advice about it."""
+import os
 import subprocess
 import sys
 import time
@@ -124,6 +125,31 @@ def test_a_busy_program_is_seen():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_a_recent_sample_shortens_the_wait_and_still_sees_a_busy_program():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        earlier = threads._CpuSample()
+        time.sleep(0.5)
+        start = time.perf_counter()
+        machine = threads.read_machine(window=0.5, since=earlier)
+        assert time.perf_counter() - start < 0.1  # the half second already passed since the sample
+        assert machine.others_busy > 0.6
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_a_stale_sample_is_not_measured_from(monkeypatch):
+    stale = threads._CpuSample()
+    stale.wall -= 2 * threads._RECENT
+    stale.machine_busy -= 1000.0 * os.cpu_count()  # were it used, 50 times more cores than there are would be busy
+    start = time.perf_counter()
+    machine = threads.read_machine(window=0.2, since=stale)
+    assert time.perf_counter() - start >= 0.2  # a fresh window instead
+    assert machine.others_busy <= os.cpu_count()
 
 
 def test_use_fair_threads_sets_pytorch_and_follows_a_setting(monkeypatch):

@@ -149,7 +149,7 @@ def test_a_stale_sample_is_not_measured_from(monkeypatch):
     start = time.perf_counter()
     machine = threads.read_machine(window=0.2, since=stale)
     assert time.perf_counter() - start >= 0.2  # a fresh window instead
-    assert machine.others_busy <= os.cpu_count()
+    assert machine.others_busy < 10 * os.cpu_count()  # busy programs beside it are fine; 50 times the cores is not
 
 
 def test_use_fair_threads_sets_pytorch_and_follows_a_setting(monkeypatch):

@@ -29,18 +29,18 @@ from course_lib.utils import check_positive_int
 QA_LR_GRIDS = {"pretrained_full": (3e-4, 1e-3, 3e-3, 1e-2),
                "pretrained_frozen": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                "scratch": (3e-4, 1e-3, 3e-3, 1e-2)}
-SFT_LR_GRIDS = {"pretrained": (1e-3, 3e-3, 6e-3, 1e-2),
-                "scratch": (1e-3, 3e-3, 6e-3, 1e-2)}
+SFT_LR_GRIDS = {"pretrained": (1e-3, 3e-3, 6e-3, 1e-2, 2e-2),
+                "scratch": (1e-3, 3e-3, 6e-3, 1e-2, 2e-2)}
 # Passes over the labeled set; not searched.
 QA_EPOCHS = 20
 SFT_EPOCHS = 20
 
 # {method: {labeled examples: peak learning rate}}, each the best of its grid on validation (seed 0).
-QA_LEARNING_RATES = {"pretrained_full": {256: 1e-3, 1024: 1e-3, 4096: 1e-3},
-                     "pretrained_frozen": {256: 1e-3, 1024: 1e-3, 4096: 1e-3},
-                     "scratch": {256: 1e-3, 1024: 1e-3, 4096: 1e-3}}
-SFT_LEARNING_RATES = {"pretrained": {256: 6e-3, 1024: 6e-3, 4096: 6e-3},
-                      "scratch": {256: 6e-3, 1024: 6e-3, 4096: 3e-3}}
+QA_LEARNING_RATES = {"pretrained_full": {256: 1e-3, 1024: 3e-3, 4096: 1e-3},
+                     "pretrained_frozen": {256: 3e-2, 1024: 1e-1, 4096: 3e-3},
+                     "scratch": {256: 3e-3, 1024: 1e-3, 4096: 1e-3}}
+SFT_LEARNING_RATES = {"pretrained": {256: 1e-2, 1024: 6e-3, 4096: 3e-3},
+                      "scratch": {256: 1e-2, 1024: 3e-3, 4096: 3e-3}}
 
 
 def nearest_rate(rates: dict[int, float], n_examples: int) -> float:

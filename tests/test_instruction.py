@@ -109,11 +109,13 @@ def test_a_deeper_model_from_scratch_keeps_every_other_size(checkpoints):
 
 
 def test_each_method_gets_the_rate_chosen_at_the_nearest_size():
-    assert sft_recipe("scratch", 4096).lr == SFT_LEARNING_RATES["scratch"][4096]
-    assert sft_recipe("scratch", 3000).lr == SFT_LEARNING_RATES["scratch"][4096]   # nearer 4,096 than 1,024 in ratio
-    assert sft_recipe("scratch", 1500).lr == SFT_LEARNING_RATES["scratch"][1024]
-    assert sft_recipe("pretrained", 10).lr == SFT_LEARNING_RATES["pretrained"][256]
-    assert sft_recipe("scratch", 4096).lr != sft_recipe("scratch", 1024).lr
+    rates = SFT_LEARNING_RATES["pretrained"]
+    assert rates[4096] != rates[1024]  # so that the nearest size can be told from the other
+    assert sft_recipe("pretrained", 4096).lr == rates[4096]
+    assert sft_recipe("pretrained", 3000).lr == rates[4096]   # nearer 4,096 than 1,024 in ratio
+    assert sft_recipe("pretrained", 1500).lr == rates[1024]
+    assert sft_recipe("pretrained", 10).lr == rates[256]
+    assert sft_recipe("scratch", 1024).lr == SFT_LEARNING_RATES["scratch"][1024]
     with pytest.raises(ValueError, match="method must be one of"):
         sft_recipe("frozen", 256)
     with pytest.raises(ValueError, match="n_examples"):
